@@ -1,0 +1,63 @@
+"""imaginegym: a trained world model as a Gymnasium environment.
+
+Importing the package registers every environment id (real and imagined); torch and the
+world-model code load only when an imagined environment or a `WorldModel` is used.
+
+    import gymnasium as gym
+    import imaginegym
+    real = gym.make("imaginegym/DMC-v0", task="cartpole-swingup")
+    imag = gym.make("imaginegym/Imagined-v0", world_model="cartpole-swingup")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gymnasium.envs.registration import register, registry
+
+__version__ = "0.1.0"
+
+__all__ = ["WorldModel", "LatentObservation", "make_vec", "__version__"]
+
+
+def _register(id: str, **kwargs: Any) -> None:
+    if id not in registry:
+        register(id=id, **kwargs)
+
+
+# DMC time limits are enforced inside the env (dm_control's own limit, divided by the
+# action repeat), so no TimeLimit wrapper is registered here.
+_register("imaginegym/DMC-v0", entry_point="imaginegym.envs.dmc:DMCEnv")
+_register(
+    "imaginegym/Imagined-v0",
+    entry_point="imaginegym.imagination:ImaginationEnv",
+    vector_entry_point="imaginegym.imagination:ImaginationVectorEnv",
+)
+
+
+def make_vec(id: str, num_envs: int = 1, **kwargs: Any):
+    """Make a vector env; for imagined envs every denoising pass runs all envs at once.
+
+    For `imaginegym/Imagined-v0` this returns a natively batched
+    `ImaginationVectorEnv`; other ids go through `gymnasium.make_vec`.
+    """
+    import gymnasium as gym
+
+    if id == "imaginegym/Imagined-v0":
+        from imaginegym.imagination import ImaginationVectorEnv
+
+        return ImaginationVectorEnv(num_envs=num_envs, **kwargs)
+    return gym.make_vec(id, num_envs=num_envs, **kwargs)
+
+
+def __getattr__(name: str):
+    # Lazy so that `import imaginegym` (and thus registration) never imports torch.
+    if name == "WorldModel":
+        from imaginegym.world_model import WorldModel
+
+        return WorldModel
+    if name == "LatentObservation":
+        from imaginegym.imagination import LatentObservation
+
+        return LatentObservation
+    raise AttributeError(f"module 'imaginegym' has no attribute {name!r}")
