@@ -1,0 +1,225 @@
+"""Action-conditioned dynamics: a block-causal transformer over frames (DreamerV4-style).
+
+Each frame is S = K + 2 tokens: [action | noise level & step size | K latent tokens].
+Tokens attend within their frame and to earlier frames; time enters through RoPE on the
+frame index. The network predicts clean latents (x-prediction). The reward head and the
+continue head read frame t+1 for the action taken at frame t (the action token of frame
+t+1 is a_t). At inference a ring-buffer KV cache holds the last ``context_length - 1``
+frames, so each imagined step costs the same however long the rollout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+
+from imaginegym.models import noise
+from imaginegym.models.transformer import Block, rope_angles
+
+
+@dataclass(frozen=True)
+class DynamicsConfig:
+    latent_tokens: int = 4  # K, tokens per frame from the tokenizer
+    latent_dim: int = 128  # D, dims per latent token
+    action_kind: str = "box"  # "box" (continuous, actions (..., A)) or "discrete" (actions (...) int)
+    action_dim: int = 1  # A for box, the number of actions for discrete
+    width: int = 256
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: int = 4
+    context_length: int = 16  # frames a prediction sees, itself included (= training window)
+    k_max: int = 64  # finest step size 1/k_max
+
+    def __post_init__(self):
+        if self.action_kind not in ("box", "discrete"):
+            raise ValueError(f"action_kind={self.action_kind!r}; use 'box' or 'discrete'")
+        noise.step_levels(self.k_max)
+
+
+def sliding_causal_mask(frames: int, window: int, device=None) -> torch.Tensor:
+    """(T, T) bool: frame i sees frames j with i - window < j <= i."""
+    index = torch.arange(frames, device=device)
+    offset = index[:, None] - index[None, :]
+    return (offset >= 0) & (offset < window)
+
+
+class KVCache:
+    """Keys and values of the last ``capacity`` frames of each env, in a ring buffer.
+
+    Frame t lives in slot ``t % capacity``; ``valid`` marks filled slots and ``time`` is the
+    index of each env's next frame. Envs of one batch may be at different times.
+    """
+
+    def __init__(self, depth: int, batch: int, heads: int, capacity: int, tokens_per_frame: int, head_dim: int, device, dtype):
+        shape = (depth, batch, heads, capacity * tokens_per_frame, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.valid = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
+        self.time = torch.zeros(batch, dtype=torch.long, device=device)
+        self.capacity = capacity
+        self.tokens_per_frame = tokens_per_frame
+
+    def key_mask(self, rows: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 1, capacity * S + S): valid cached tokens, then the new frame's own tokens."""
+        s = self.tokens_per_frame
+        cached = self.valid[rows].repeat_interleave(s, dim=1)
+        own = torch.ones(len(rows), s, dtype=torch.bool, device=cached.device)
+        return torch.cat([cached, own], dim=1)[:, None, None, :]
+
+    def write(self, layer: int, rows: torch.Tensor, times: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store k, v (B, H, F * S, dh) of frames at ``times`` (B, F) for envs ``rows`` (B,)."""
+        s = self.tokens_per_frame
+        slots = times % self.capacity  # (B, F)
+        index = (slots[..., None] * s + torch.arange(s, device=slots.device)).flatten(1)  # (B, F*S)
+        self.k[layer][rows[:, None], :, index] = rearrange(k, "b h n d -> b n h d")
+        self.v[layer][rows[:, None], :, index] = rearrange(v, "b h n d -> b n h d")
+
+    def reset(self, rows: torch.Tensor) -> None:
+        self.valid[rows] = False
+        self.time[rows] = 0
+
+
+class Dynamics(nn.Module):
+    def __init__(self, config: DynamicsConfig):
+        super().__init__()
+        self.config = c = config
+        self.tokens_per_frame = c.latent_tokens + 2
+        self.head_dim = c.width // c.heads
+        self.latent_in = nn.Linear(c.latent_dim, c.width)
+        self.latent_out = nn.Linear(c.width, c.latent_dim)
+        if c.action_kind == "box":
+            self.action_in = nn.Linear(c.action_dim, c.width)
+        else:
+            self.action_in = nn.Embedding(c.action_dim, c.width)
+        self.no_action = nn.Parameter(torch.randn(c.width) * 0.02)  # for unlabeled video and episode starts
+        self.register_buffer("tau_freqs", torch.exp(torch.linspace(0, math.log(1000.0), 32)), persistent=False)
+        self.tau_mlp = nn.Sequential(nn.Linear(64, c.width), nn.SiLU(), nn.Linear(c.width, c.width))
+        self.step_embed = nn.Embedding(noise.step_levels(c.k_max), c.width)
+        self.token_type = nn.Parameter(torch.randn(self.tokens_per_frame, c.width) * 0.02)
+        self.blocks = nn.ModuleList(Block(c.width, c.heads, c.mlp_ratio) for _ in range(c.depth))
+        self.norm = nn.RMSNorm(c.width)
+        self.reward_head = nn.Sequential(nn.Linear(c.width, c.width), nn.SiLU(), nn.Linear(c.width, 1))
+        self.continue_head = nn.Sequential(nn.Linear(c.width, c.width), nn.SiLU(), nn.Linear(c.width, 1))
+
+    # ---------------------------------------------------------------- tokens in and out
+    def embed(self, z_tau, tau, level, actions, action_mask) -> torch.Tensor:
+        """Frames (B, T, K, D), tau (B, T), step level (B, T) long, actions, mask (B, T) -> (B, T, S, W)."""
+        if self.config.action_kind == "discrete":
+            action = self.action_in(actions.long())
+        else:
+            action = self.action_in(actions)
+        action = torch.where(action_mask[..., None], action, self.no_action)  # (B, T, W)
+        angles = tau[..., None] * self.tau_freqs  # (B, T, 32)
+        level_token = self.tau_mlp(torch.cat([angles.sin(), angles.cos()], dim=-1)) + self.step_embed(level)
+        latents = self.latent_in(z_tau)  # (B, T, K, W)
+        x = torch.cat([action[:, :, None], level_token[:, :, None], latents], dim=2)
+        return x + self.token_type
+
+    def read(self, h: torch.Tensor):
+        """Hidden states (B, T, S, W) -> z0_hat (B, T, K, D), reward (B, T), continue logit (B, T)."""
+        h = self.norm(h)
+        z0_hat = self.latent_out(h[:, :, 2:])
+        pooled = h.mean(dim=2)
+        return z0_hat, self.reward_head(pooled)[..., 0], self.continue_head(pooled)[..., 0]
+
+    # ---------------------------------------------------------------- training: whole windows
+    def forward(self, z_tau, tau, level, actions, action_mask, times=None, frame_mask=None):
+        """Predict every frame of a window at once.
+
+        z_tau (B, T, K, D); tau (B, T) float; level (B, T) long (d = 2**level / k_max);
+        actions (B, T, A) float or (B, T) long, the action that led into each frame;
+        action_mask (B, T) bool. ``times`` (T,) are frame indices for RoPE (default 0..T-1)
+        and ``frame_mask`` (T, T) bool says which frames each frame attends to (default
+        block-causal within a sliding window of ``context_length`` frames, as at inference).
+        Returns z0_hat (B, T, K, D), reward (B, T), continue logits (B, T).
+        """
+        b, t = tau.shape
+        s = self.tokens_per_frame
+        if times is None:
+            times = torch.arange(t, device=tau.device)
+        if frame_mask is None:
+            frame_mask = sliding_causal_mask(t, self.config.context_length, tau.device)
+        mask = frame_mask.repeat_interleave(s, 0).repeat_interleave(s, 1)
+        cos, sin = rope_angles(times.repeat_interleave(s), self.head_dim)
+        rope = (cos[None, None], sin[None, None])
+        x = rearrange(self.embed(z_tau, tau, level, actions, action_mask), "b t s w -> b (t s) w")
+        for block in self.blocks:
+            x = block(x, mask, rope)
+        return self.read(rearrange(x, "b (t s) w -> b t s w", s=s))
+
+    # ---------------------------------------------------------------- imagination: KV cache
+    def new_cache(self, batch: int, device=None, dtype=torch.float32) -> KVCache:
+        device = device or self.no_action.device
+        c = self.config
+        return KVCache(c.depth, batch, c.heads, c.context_length - 1, self.tokens_per_frame, self.head_dim, device, dtype)
+
+    def _cached_pass(self, cache: KVCache, rows, z, tau, level, actions, action_mask, commit: bool):
+        """One frame per env (z (B, 1, K, D)) against the cache; commit=True stores it as context."""
+        b = len(rows)
+        s = self.tokens_per_frame
+        tau = torch.full((b, 1), float(tau), device=z.device)
+        level = torch.full((b, 1), int(level), dtype=torch.long, device=z.device)
+        x = rearrange(self.embed(z, tau, level, actions, action_mask), "b t s w -> b (t s) w")
+        times = cache.time[rows]
+        cos, sin = rope_angles(repeat(times, "b -> b s", s=s), self.head_dim)
+        rope = (cos[:, None], sin[:, None])
+        mask = cache.key_mask(rows)
+        for i, block in enumerate(self.blocks):
+            x, k, v = block.forward_cached(x, rope, cache.k[i][rows], cache.v[i][rows], mask)
+            if commit:
+                cache.write(i, rows, times[:, None], k, v)
+        if commit:
+            cache.valid[rows, times % cache.capacity] = True
+            cache.time[rows] += 1
+        return self.read(rearrange(x, "b (t s) w -> b t s w", s=s))
+
+    @torch.no_grad()
+    def prefill(self, cache: KVCache, rows: torch.Tensor, z_context, actions, action_mask, noise_ctx) -> None:
+        """Start envs ``rows`` from context frames (B, C, K, D), re-noised to tau_ctx.
+
+        Keeps the last ``context_length - 1`` frames; ``noise_ctx`` has the shape of z_context.
+        """
+        keep = cache.capacity
+        z_context, actions, action_mask, noise_ctx = (x[:, -keep:] for x in (z_context, actions, action_mask, noise_ctx))
+        b, t = z_context.shape[:2]
+        s = self.tokens_per_frame
+        cache.reset(rows)
+        z_tau = noise.add_noise(z_context, torch.full((b, t), noise.TAU_CTX, device=z_context.device), noise_ctx)
+        tau = torch.full((b, t), noise.TAU_CTX, device=z_context.device)
+        level = torch.zeros(b, t, dtype=torch.long, device=z_context.device)
+        x = rearrange(self.embed(z_tau, tau, level, actions, action_mask), "b t s w -> b (t s) w")
+        times = torch.arange(t, device=z_context.device)
+        cos, sin = rope_angles(times.repeat_interleave(s), self.head_dim)
+        rope = (cos[None, None], sin[None, None])
+        mask = sliding_causal_mask(t, t, x.device).repeat_interleave(s, 0).repeat_interleave(s, 1)
+        empty = x.new_zeros(b, self.config.heads, 0, self.head_dim)
+        for i, block in enumerate(self.blocks):
+            x, k, v = block.forward_cached(x, rope, empty, empty, mask)
+            cache.write(i, rows, repeat(times, "t -> b t", b=b), k, v)
+        cache.valid[rows[:, None], times % cache.capacity] = True
+        cache.time[rows] = t
+
+    @torch.no_grad()
+    def imagine_step(self, cache: KVCache, rows: torch.Tensor, actions, noise_steps: torch.Tensor):
+        """Generate the next frame of envs ``rows`` given the action taken now.
+
+        actions (B, A) float or (B,) long; noise_steps (B, num_steps + 1, K, D): the initial
+        noise, then the noise that re-noises the result to tau_ctx when it enters the cache.
+        Returns z0 (B, K, D) in [-1, 1], reward (B,), continue probability (B,).
+        """
+        num_steps = noise_steps.shape[1] - 1
+        level = noise.step_level(num_steps, self.config.k_max)
+        actions = actions[:, None]
+        action_mask = torch.ones(len(rows), 1, dtype=torch.bool, device=noise_steps.device)
+        z = noise_steps[:, :1]
+        for tau, d in noise.denoise_schedule(num_steps):
+            z0_hat = self._cached_pass(cache, rows, z, tau, level, actions, action_mask, commit=False)[0]
+            z0_hat = z0_hat.clamp(-1, 1)  # the tokenizer's tanh range
+            z = noise.euler_step(z, z0_hat, torch.tensor(tau), d)
+        z_ctx = noise.add_noise(z, torch.full(z.shape[:2], noise.TAU_CTX, device=z.device), noise_steps[:, -1:])
+        _, reward, cont = self._cached_pass(cache, rows, z_ctx, noise.TAU_CTX, 0, actions, action_mask, commit=True)
+        return z[:, 0], reward[:, 0], torch.sigmoid(cont[:, 0])

@@ -1,0 +1,120 @@
+"""Diffusion forcing + shortcut forcing: the dynamics model's training loss.
+
+Every frame of a window gets its own noise level (diffusion forcing). Most windows train
+the finest step d_min = 1/k_max with the clean frames as target (flow matching in
+x-prediction form). A fraction of windows instead trains one coarser step size d, with tau
+on the grid {d, ..., 1} and a target built from two half steps of the model itself
+(``noise.bootstrap_target``). In those windows the noisy frames attend to a fixed copy of
+the window that is conditioned on d_min — exactly what they see at inference, where
+context frames always carry d_min — so the half steps move one frame while the others
+stay fixed. All losses are weighted by ``w(tau) = 1 - 0.9 tau``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from imaginegym.models import noise
+from imaginegym.models.dynamics import Dynamics, sliding_causal_mask
+
+
+@dataclass(frozen=True)
+class ShortcutConfig:
+    bootstrap_fraction: float = 0.25  # windows per batch with bootstrap targets (paper: 1/8)
+    low_noise_prob: float = 0.3  # frames drawn near tau_ctx, so clean-ish contexts are common
+    low_noise_max: float = 2 * noise.TAU_CTX
+    reward_weight: float = 1.0
+    continue_weight: float = 0.1
+
+
+def sample_frame_tau(shape: tuple[int, int], k_max: int, config: ShortcutConfig, device) -> torch.Tensor:
+    """Per-frame tau on the d_min grid; a share ``low_noise_prob`` near tau_ctx (<= low_noise_max).
+
+    Uniform tau rarely leaves several consecutive frames nearly clean, which is the context
+    every imagined step sees (tau_ctx); the mixture keeps that case common.
+    """
+    d_min = torch.full(shape[:1], 1.0 / k_max, device=device)
+    tau = noise.sample_tau_on_grid(shape, d_min)
+    low_points = max(1, round(config.low_noise_max * k_max))
+    low = (torch.floor(torch.rand(shape, device=device) * low_points) + 1) / k_max
+    return torch.where(torch.rand(shape, device=device) < config.low_noise_prob, low, tau)
+
+
+def _frame_losses(model: Dynamics, z0, z0_hat, reward, cont_logit, tau, rewards, terminated, action_mask, config):
+    """Per-frame weighted losses of a window's predictions -> dict of (B, T) tensors."""
+    w = noise.loss_weight(tau)
+    latent = w * (z0_hat - z0).pow(2).mean(dim=(-2, -1))
+    has_reward = action_mask.float()
+    reward_loss = w * has_reward * (reward - rewards).pow(2)
+    cont_loss = w * F.binary_cross_entropy_with_logits(cont_logit, (~terminated).float(), reduction="none")
+    return {"flow": latent, "reward": reward_loss, "continue": cont_loss}
+
+
+def shortcut_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig = ShortcutConfig()):
+    """Loss on latent windows.
+
+    batch: ``latents`` (B, T, K, D) clean tokens, ``actions`` (B, T, A) or (B, T), ``action_mask``
+    (B, T) bool, ``rewards`` (B, T) float, ``terminated`` (B, T) bool (conventions of
+    ``imaginegym.data``: per frame, the action that led into it and its reward).
+    Returns (loss, metrics).
+    """
+    z0 = batch["latents"]
+    b, t = z0.shape[:2]
+    device = z0.device
+    k_max = model.config.k_max
+    levels = noise.step_levels(k_max)
+    n_boot = int(round(b * config.bootstrap_fraction)) if levels > 1 else 0
+    n_flow = b - n_boot
+
+    tau = sample_frame_tau((b, t), k_max, config, device)
+    z_tau = noise.add_noise(z0, tau, torch.randn_like(z0))
+    fine = torch.zeros(b, t, dtype=torch.long, device=device)
+    actions, action_mask = batch["actions"], batch["action_mask"]
+    metrics, totals = {}, []
+
+    # flow-matching windows: every frame at d_min, target z0
+    f = slice(0, n_flow)
+    out = model(z_tau[f], tau[f], fine[f], actions[f], action_mask[f])
+    losses = _frame_losses(model, z0[f], *out, tau[f], batch["rewards"][f], batch["terminated"][f], action_mask[f], config)
+
+    if n_boot:
+        s = slice(n_flow, b)
+        level = torch.randint(1, levels, (n_boot, 1), device=device)
+        d = noise.step_size(level, k_max)  # (Bb, 1)
+        tau_t = noise.sample_tau_on_grid((n_boot, t), d[:, 0])
+        z_t = noise.add_noise(z0[s], tau_t, torch.randn_like(z0[s]))
+        window = model.config.context_length
+        causal = sliding_causal_mask(t, window, device)
+        strict = causal & ~torch.eye(t, dtype=torch.bool, device=device)
+        # [fixed context copy at d_min | frames taking the step]: a frame sees earlier context and itself
+        frame_mask = torch.cat(
+            [torch.cat([causal, torch.zeros_like(causal)], 1), torch.cat([strict, torch.eye(t, dtype=torch.bool, device=device)], 1)], 0
+        )
+        times = torch.arange(t, device=device).repeat(2)
+        acts = torch.cat([actions[s], actions[s]], 1)
+        amask = torch.cat([action_mask[s], action_mask[s]], 1)
+
+        def run(z_step, tau_step, d_step):
+            lvl = torch.round(torch.log2(d_step * k_max)).long().expand(n_boot, t)
+            return model(
+                torch.cat([z_tau[s], z_step], 1), torch.cat([tau[s], tau_step], 1),
+                torch.cat([fine[s], lvl], 1), acts, amask, times=times, frame_mask=frame_mask,
+            )
+
+        target = noise.bootstrap_target(lambda z, tt, dd: run(z, tt, dd)[0][:, t:], z_t, tau_t, d)
+        z0_hat, reward, cont = run(z_t, tau_t, d)
+        ctx = _frame_losses(model, z0[s], z0_hat[:, :t], reward[:, :t], cont[:, :t], tau[s], batch["rewards"][s], batch["terminated"][s], action_mask[s], config)
+        for key in losses:
+            losses[key] = torch.cat([losses[key], ctx[key]], 0)
+        boot = noise.loss_weight(tau_t) * (z0_hat[:, t:] - target).pow(2).mean(dim=(-2, -1))
+        metrics["bootstrap"] = boot.mean().detach()
+        totals.append(boot.flatten())
+
+    totals.append(losses["flow"].flatten())
+    latent_loss = torch.cat(totals).mean()
+    loss = latent_loss + config.reward_weight * losses["reward"].mean() + config.continue_weight * losses["continue"].mean()
+    metrics.update({"flow": losses["flow"].mean().detach(), "reward": losses["reward"].mean().detach(), "continue": losses["continue"].mean().detach(), "loss": loss.detach()})
+    return loss, metrics

@@ -1,0 +1,296 @@
+"""Tokenizers: observations -> K latent tokens of D dims per frame, squashed by tanh.
+
+* ``cnn`` (default, CPU-friendly): strided convolutions to a small grid, grouped into tokens.
+* ``transformer``: patch tokens + learned latent tokens, block-causal over time, trained as a
+  masked autoencoder with mask ratio p ~ U(0, p_max) and a warm-up curriculum on p_max
+  (starting unmasked forces attention to read the patches, which prevents the mean-image
+  collapse of a masked tokenizer trained at high mask ratios from step 0).
+* ``mlp``: vector observations. ``embedding``: discrete observations (e.g. DarkRoom's (x, y)).
+
+All expose ``encode(obs) -> (..., K, D)``, ``decode(z)``, ``to_observation(decoded)`` and
+``loss(obs, step, lpips)``. Pixels are uint8 (..., H, W, 3) at the boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from imaginegym.models.transformer import Block
+
+LPIPS_WEIGHT = 0.2
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    kind: str = "cnn"  # cnn | transformer | mlp | embedding
+    # pixels (cnn, transformer)
+    image_size: int = 64
+    channels: tuple[int, ...] = (32, 64, 128)  # cnn: one stride-2 stage each
+    latent_channels: int = 8  # cnn: channels of the latent grid
+    token_patch: int = 4  # cnn: side of the grid patch that forms one token
+    patch_size: int = 8  # transformer: pixels per patch side
+    width: int = 128  # transformer / mlp hidden width
+    depth: int = 2  # transformer encoder and decoder depth
+    heads: int = 4
+    num_latents: int = 8  # transformer / mlp / embedding: K
+    latent_dim: int = 16  # transformer / mlp / embedding: D
+    mask_ratio_max: float = 0.9  # transformer MAE
+    mask_warmup_steps: int = 2000  # transformer: p_max ramps from 0 over these steps
+    # vectors (mlp) and discrete values (embedding)
+    obs_dim: int = 0  # mlp: size of the vector; embedding: number of discrete components
+    num_values: int = 0  # embedding: values per component
+
+    def __post_init__(self):
+        kinds = ("cnn", "transformer", "mlp", "embedding")
+        if self.kind not in kinds:
+            raise ValueError(f"tokenizer kind={self.kind!r}; choose one of {kinds}")
+        if self.kind == "cnn":
+            grid = self.image_size >> len(self.channels)
+            if grid << len(self.channels) != self.image_size or grid % self.token_patch:
+                raise ValueError(
+                    f"image_size={self.image_size} with {len(self.channels)} stride-2 stages gives a "
+                    f"{grid}x{grid} grid, not divisible by token_patch={self.token_patch}"
+                )
+        if self.kind == "transformer" and self.image_size % self.patch_size:
+            raise ValueError(f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}")
+        if self.kind in ("mlp", "embedding") and self.obs_dim < 1:
+            raise ValueError(f"obs_dim={self.obs_dim}: the {self.kind} tokenizer needs the observation size")
+        if self.kind == "embedding" and self.num_values < 2:
+            raise ValueError(f"num_values={self.num_values}: the embedding tokenizer needs >= 2 values")
+
+    @property
+    def latent_tokens(self) -> int:
+        if self.kind == "cnn":
+            grid = self.image_size >> len(self.channels)
+            return (grid // self.token_patch) ** 2
+        return self.num_latents
+
+    @property
+    def token_dim(self) -> int:
+        if self.kind == "cnn":
+            return self.token_patch**2 * self.latent_channels
+        return self.latent_dim
+
+
+def pixels_to_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [0, 1]."""
+    return rearrange(frames.float() / 255.0, "... h w c -> ... c h w")
+
+
+def float_to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """float (..., 3, H, W) in [0, 1] -> uint8 (..., H, W, 3), rounded and clipped."""
+    return rearrange((images.clamp(0, 1) * 255.0).round().to(torch.uint8), "... c h w -> ... h w c")
+
+
+class PixelTokenizer(nn.Module):
+    """Shared loss and conversions of the pixel tokenizers (MSE + 0.2 LPIPS when available)."""
+
+    def to_observation(self, decoded: torch.Tensor) -> torch.Tensor:
+        return float_to_pixels(decoded)
+
+    def loss(self, frames: torch.Tensor, step: int = 0, lpips: nn.Module | None = None):
+        """frames uint8 (B, T, H, W, 3) -> (loss, metrics)."""
+        target = pixels_to_float(frames)
+        recon = self.decode(self.encode(frames, step=step, train=True))
+        mse = F.mse_loss(recon, target)
+        metrics = {"mse": mse.detach(), "psnr": -10 * torch.log10(mse.detach().clamp_min(1e-10))}
+        loss = mse
+        if lpips is not None:
+            perceptual = lpips(recon.flatten(0, -4) * 2 - 1, target.flatten(0, -4) * 2 - 1).mean()
+            loss = loss + LPIPS_WEIGHT * perceptual
+            metrics["lpips"] = perceptual.detach()
+        return loss, metrics
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.SiLU())
+
+
+class CNNTokenizer(PixelTokenizer):
+    """Stride-2 conv stages to a (g, g, C) grid; tokens are (p, p) grid patches: K = (g/p)^2, D = p*p*C."""
+
+    def __init__(self, config: TokenizerConfig):
+        super().__init__()
+        self.config = c = config
+        layers, cin = [], 3
+        for ch in c.channels:
+            layers += [nn.Conv2d(cin, ch, 4, stride=2, padding=1), nn.SiLU(), _conv_block(ch, ch)]
+            cin = ch
+        layers.append(nn.Conv2d(cin, c.latent_channels, 1))
+        self.encoder = nn.Sequential(*layers)
+        layers = [nn.Conv2d(c.latent_channels, c.channels[-1], 3, padding=1), nn.SiLU()]
+        widths = list(reversed(c.channels))
+        for cin, cout in zip(widths, widths[1:] + [widths[-1]]):
+            layers += [_conv_block(cin, cin), nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.SiLU()]
+        layers.append(nn.Conv2d(widths[-1], 3, 3, padding=1))
+        self.decoder = nn.Sequential(*layers)
+
+    def encode(self, frames: torch.Tensor, step: int = 0, train: bool = False) -> torch.Tensor:
+        """uint8 (..., H, W, 3) -> latents (..., K, D) in [-1, 1]."""
+        lead = frames.shape[:-3]
+        grid = torch.tanh(self.encoder(pixels_to_float(frames).reshape(-1, 3, *frames.shape[-3:-1])))
+        p = self.config.token_patch
+        tokens = rearrange(grid, "n c (h p1) (w p2) -> n (h w) (p1 p2 c)", p1=p, p2=p)
+        return tokens.reshape(*lead, *tokens.shape[1:])
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """latents (..., K, D) -> images float (..., 3, H, W), nominally in [0, 1]."""
+        lead = z.shape[:-2]
+        c = self.config
+        g = (c.image_size >> len(c.channels)) // c.token_patch
+        grid = rearrange(z.reshape(-1, *z.shape[-2:]), "n (h w) (p1 p2 c) -> n c (h p1) (w p2)", h=g, p1=c.token_patch, p2=c.token_patch)
+        images = self.decoder(grid)
+        return images.reshape(*lead, *images.shape[1:])
+
+
+class TransformerTokenizer(PixelTokenizer):
+    """Patches + K learned latent tokens per frame, block-causal over time, MAE-trained.
+
+    Encoder: patches see their own frame's patches; latents see their frame's patches and the
+    latents of earlier frames. Decoder: patch queries see their frame's queries and the latents
+    of this and earlier frames; latents see latents of this and earlier frames.
+    """
+
+    def __init__(self, config: TokenizerConfig):
+        super().__init__()
+        self.config = c = config
+        self.num_patches = (c.image_size // c.patch_size) ** 2
+        patch_dim = 3 * c.patch_size**2
+        self.patch_in = nn.Linear(patch_dim, c.width)
+        self.patch_pos = nn.Parameter(torch.randn(self.num_patches, c.width) * 0.02)
+        self.mask_token = nn.Parameter(torch.randn(c.width) * 0.02)
+        self.latent_queries = nn.Parameter(torch.randn(c.num_latents, c.width) * 0.02)
+        self.encoder = nn.ModuleList(Block(c.width, c.heads) for _ in range(c.depth))
+        self.to_latent = nn.Linear(c.width, c.latent_dim)
+        self.from_latent = nn.Linear(c.latent_dim, c.width)
+        self.patch_queries = nn.Parameter(torch.randn(self.num_patches, c.width) * 0.02)
+        self.decoder = nn.ModuleList(Block(c.width, c.heads) for _ in range(c.depth))
+        self.norm_enc = nn.RMSNorm(c.width)
+        self.norm_dec = nn.RMSNorm(c.width)
+        self.patch_out = nn.Linear(c.width, patch_dim)
+
+    def _mask(self, frames: int, device, decoder: bool) -> torch.Tensor:
+        """Token-level boolean mask (T*(P+K), T*(P+K)); per frame P patch tokens then K latents."""
+        p, k = self.num_patches, self.config.num_latents
+        frame = torch.arange(frames, device=device).repeat_interleave(p + k)
+        is_latent = torch.tensor([False] * p + [True] * k, device=device).repeat(frames)
+        same = frame[:, None] == frame[None, :]
+        past_or_same = frame[None, :] <= frame[:, None]
+        if decoder:  # queries: own queries + latents up to now; latents: latents up to now
+            return (same & ~is_latent[:, None] & ~is_latent[None, :]) | (past_or_same & is_latent[None, :])
+        # encoder: patches: own patches; latents: own patches + latents up to now
+        return (same & ~is_latent[None, :]) | (is_latent[:, None] & is_latent[None, :] & past_or_same)
+
+    def mask_ratio_max(self, step: int) -> float:
+        c = self.config
+        return c.mask_ratio_max * min(1.0, step / c.mask_warmup_steps) if c.mask_warmup_steps else c.mask_ratio_max
+
+    def encode(self, frames: torch.Tensor, step: int = 0, train: bool = False) -> torch.Tensor:
+        """uint8 (B, T, H, W, 3) or (B, H, W, 3) -> latents (B, [T,] K, D) in [-1, 1]."""
+        single = frames.dim() == 4
+        if single:
+            frames = frames[:, None]
+        b, t = frames.shape[:2]
+        c = self.config
+        patches = rearrange(pixels_to_float(frames), "b t c (h p1) (w p2) -> b t (h w) (p1 p2 c)", p1=c.patch_size, p2=c.patch_size)
+        x = self.patch_in(patches) + self.patch_pos  # (B, T, P, W)
+        if train and self.training:
+            ratio = torch.rand(b, t, 1, device=x.device) * self.mask_ratio_max(step)
+            drop = torch.rand(b, t, self.num_patches, device=x.device) < ratio
+            x = torch.where(drop[..., None], self.mask_token, x)
+        latents = self.latent_queries.expand(b, t, -1, -1)
+        x = rearrange(torch.cat([x, latents], dim=2), "b t n w -> b (t n) w")
+        mask = self._mask(t, x.device, decoder=False)
+        for block in self.encoder:
+            x = block(x, mask)
+        x = rearrange(self.norm_enc(x), "b (t n) w -> b t n w", t=t)[:, :, self.num_patches :]
+        z = torch.tanh(self.to_latent(x))
+        return z[:, 0] if single else z
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """latents (B, [T,] K, D) -> images float (B, [T,] 3, H, W)."""
+        single = z.dim() == 3
+        if single:
+            z = z[:, None]
+        b, t = z.shape[:2]
+        c = self.config
+        queries = self.patch_queries.expand(b, t, -1, -1)
+        x = rearrange(torch.cat([queries, self.from_latent(z)], dim=2), "b t n w -> b (t n) w")
+        mask = self._mask(t, x.device, decoder=True)
+        for block in self.decoder:
+            x = block(x, mask)
+        x = rearrange(self.norm_dec(x), "b (t n) w -> b t n w", t=t)[:, :, : self.num_patches]
+        g = c.image_size // c.patch_size
+        images = rearrange(self.patch_out(x), "b t (h w) (p1 p2 c) -> b t c (h p1) (w p2)", h=g, p1=c.patch_size, p2=c.patch_size)
+        return images[:, 0] if single else images
+
+
+class MLPTokenizer(nn.Module):
+    """Vector observations float (..., obs_dim) <-> (..., K, D)."""
+
+    def __init__(self, config: TokenizerConfig):
+        super().__init__()
+        self.config = c = config
+        self.encoder = nn.Sequential(nn.Linear(c.obs_dim, c.width), nn.SiLU(), nn.Linear(c.width, c.num_latents * c.latent_dim))
+        self.decoder = nn.Sequential(nn.Linear(c.num_latents * c.latent_dim, c.width), nn.SiLU(), nn.Linear(c.width, c.obs_dim))
+
+    def encode(self, obs: torch.Tensor, step: int = 0, train: bool = False) -> torch.Tensor:
+        z = torch.tanh(self.encoder(obs.float()))
+        return z.reshape(*obs.shape[:-1], self.config.num_latents, self.config.latent_dim)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z.flatten(-2))
+
+    def to_observation(self, decoded: torch.Tensor) -> torch.Tensor:
+        return decoded
+
+    def loss(self, obs: torch.Tensor, step: int = 0, lpips=None):
+        mse = F.mse_loss(self.decode(self.encode(obs)), obs.float())
+        return mse, {"mse": mse.detach()}
+
+
+class EmbeddingTokenizer(nn.Module):
+    """Discrete observations long (..., obs_dim) with values in [0, num_values) <-> (..., K, D)."""
+
+    def __init__(self, config: TokenizerConfig):
+        super().__init__()
+        self.config = c = config
+        self.embed = nn.Embedding(c.obs_dim * c.num_values, c.width)
+        self.encoder = nn.Sequential(nn.SiLU(), nn.Linear(c.obs_dim * c.width, c.num_latents * c.latent_dim))
+        self.decoder = nn.Sequential(
+            nn.Linear(c.num_latents * c.latent_dim, c.width), nn.SiLU(), nn.Linear(c.width, c.obs_dim * c.num_values)
+        )
+        self.register_buffer("offsets", torch.arange(c.obs_dim) * c.num_values, persistent=False)
+
+    def encode(self, obs: torch.Tensor, step: int = 0, train: bool = False) -> torch.Tensor:
+        c = self.config
+        if obs.min() < 0 or obs.max() >= c.num_values:
+            raise ValueError(f"observation values must lie in [0, {c.num_values}), got [{int(obs.min())}, {int(obs.max())}]")
+        x = self.embed(obs.long() + self.offsets).flatten(-2)
+        return torch.tanh(self.encoder(x)).reshape(*obs.shape[:-1], c.num_latents, c.latent_dim)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """-> logits (..., obs_dim, num_values)."""
+        c = self.config
+        return self.decoder(z.flatten(-2)).reshape(*z.shape[:-2], c.obs_dim, c.num_values)
+
+    def to_observation(self, decoded: torch.Tensor) -> torch.Tensor:
+        return decoded.argmax(-1)
+
+    def loss(self, obs: torch.Tensor, step: int = 0, lpips=None):
+        logits = self.decode(self.encode(obs))
+        ce = F.cross_entropy(logits.flatten(0, -2), obs.long().flatten())
+        accuracy = (logits.argmax(-1) == obs).float().mean()
+        return ce, {"cross_entropy": ce.detach(), "accuracy": accuracy}
+
+
+TOKENIZERS = {"cnn": CNNTokenizer, "transformer": TransformerTokenizer, "mlp": MLPTokenizer, "embedding": EmbeddingTokenizer}
+
+
+def make_tokenizer(config: TokenizerConfig) -> nn.Module:
+    return TOKENIZERS[config.kind](config)

@@ -1,0 +1,38 @@
+"""Training checkpoints: one file, written atomically, read with ``torch.load(weights_only=True)``.
+
+A checkpoint holds plain state dicts (model, EMA, optimizer, scheduler), the step, the
+torch RNG state and the configuration as a JSON string: nothing that needs unpickling of
+arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from imaginegym.data.atomic import atomic_write
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any], config: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp:
+        torch.save({**state, "config_json": json.dumps(config)}, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    """-> (state, config). Raises a ValueError that says what the file is when it is not a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not an imaginegym training checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(state, dict) or "config_json" not in state:
+        raise ValueError(f"{path} is not an imaginegym training checkpoint (no configuration inside)")
+    return state, json.loads(state.pop("config_json"))

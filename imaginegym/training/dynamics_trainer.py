@@ -1,0 +1,72 @@
+"""Train the dynamics model on latent windows (diffusion forcing + shortcut forcing).
+
+Batches alternate lengths: many short windows of ``context_length`` frames and, every
+``long_every`` steps, fewer long ones; the attention window stays ``context_length``
+frames, as in imagination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from imaginegym.data.windows import WindowDataset
+from imaginegym.models.dynamics import Dynamics, DynamicsConfig
+from imaginegym.models.shortcut import ShortcutConfig, shortcut_forcing_loss
+from imaginegym.training.distributed import init_distributed, training_device
+from imaginegym.training.latents import LatentEpisodes
+from imaginegym.training.loop import OptimConfig, TrainingLoop
+
+
+@dataclass(frozen=True)
+class BatchLengths:
+    long_every: int = 8  # every n-th batch is long
+    long_factor: int = 2  # long windows are this many times context_length, with batch_size / long_factor
+
+
+class DynamicsObjective(nn.Module):
+    def __init__(self, dynamics: Dynamics, shortcut: ShortcutConfig):
+        super().__init__()
+        self.dynamics, self.shortcut = dynamics, shortcut
+
+    def forward(self, batch: dict):
+        return shortcut_forcing_loss(self.dynamics, batch, self.shortcut)
+
+
+def sample_windows(windows: WindowDataset, batch_size: int, length: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random windows of ``length`` frames (episodes weighted by their number of windows)."""
+    counts = windows.num_frames - length + 1
+    episodes = torch.multinomial(torch.from_numpy(np.maximum(counts, 0).astype(np.float64)), batch_size, replacement=True, generator=generator)
+    items = []
+    for episode in episodes.tolist():
+        start = int(torch.randint(int(counts[episode]), (1,), generator=generator))
+        items.append(windows[(episode, start, length)])
+    batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+    batch["latents"] = batch.pop("frames")
+    return batch
+
+
+def train_dynamics(latents: str | Path, out: str | Path, dynamics: DynamicsConfig, optim: OptimConfig,
+                   shortcut: ShortcutConfig = ShortcutConfig(), lengths: BatchLengths = BatchLengths(), device: str = "auto") -> Dynamics:
+    """Train (or resume) ``out/dynamics.pt`` on an encoded dataset; returns the EMA dynamics."""
+    dev = training_device(device)
+    context = init_distributed(dev)
+    episodes = LatentEpisodes(latents)
+    windows = WindowDataset(episodes, dynamics.context_length, frames_key="latents")
+    model = Dynamics(dynamics).to(dev)
+    loop = TrainingLoop(
+        "dynamics", model, DynamicsObjective(model, shortcut).to(dev), optim, Path(out),
+        {"dynamics": asdict(dynamics), "shortcut": asdict(shortcut), "lengths": asdict(lengths)}, context, dev,
+    )
+    long_len = min(dynamics.context_length * lengths.long_factor, int(windows.num_frames.min()))
+
+    def next_batch(generator: torch.Generator, step: int) -> dict:
+        if lengths.long_every and step % lengths.long_every == lengths.long_every - 1:
+            return sample_windows(windows, max(1, optim.batch_size // lengths.long_factor), long_len, generator)
+        return sample_windows(windows, optim.batch_size, dynamics.context_length, generator)
+
+    return loop.run(next_batch)

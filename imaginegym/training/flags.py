@@ -1,0 +1,54 @@
+"""Command-line flags generated from the config dataclasses: one source of truth.
+
+A field ``width`` of the section ``dynamics`` becomes ``--dynamics-width``; booleans get
+``--x/--no-x``; tuples take several values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any
+
+
+def _flag(prefix: str, name: str) -> str:
+    return "--" + (f"{prefix}-" if prefix else "") + name.replace("_", "-")
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "", defaults: dict[str, Any] | None = None,
+                        exclude: tuple[str, ...] = ()) -> None:
+    """Add one flag per field of ``cls`` (but ``exclude``); ``defaults`` override the dataclass defaults."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(f"{prefix} {cls.__name__}" if prefix else cls.__name__)
+    for field in dataclasses.fields(cls):
+        if field.name in exclude:
+            continue
+        default = (defaults or {}).get(field.name, field.default if field.default is not dataclasses.MISSING else None)
+        hint = hints[field.name]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        dest = f"{prefix}__{field.name}" if prefix else field.name
+        kwargs: dict[str, Any] = {"dest": dest, "default": default, "help": f"(default: {default})"}
+        if hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif origin is tuple:
+            kwargs.update(nargs="+", type=args[0])
+        elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            kwargs["type"] = next(a for a in args if a is not type(None))
+        elif hint in (int, float, str):
+            kwargs["type"] = hint
+        else:
+            continue  # nested or structured fields are not set from the command line
+        group.add_argument(_flag(prefix, field.name), **kwargs)
+
+
+def dataclass_from_flags(cls: type, args: argparse.Namespace, prefix: str = "", **overrides: Any):
+    """Build ``cls`` from parsed flags (tuples converted back from lists)."""
+    values = {}
+    for field in dataclasses.fields(cls):
+        dest = f"{prefix}__{field.name}" if prefix else field.name
+        if hasattr(args, dest):
+            value = getattr(args, dest)
+            values[field.name] = tuple(value) if isinstance(value, list) else value
+    values.update(overrides)
+    return cls(**values)

@@ -1,0 +1,69 @@
+"""Train a tokenizer on the frames of an episode dataset (MSE + 0.2 LPIPS when available)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from imaginegym.data.store import EpisodeDataset
+from imaginegym.metrics import load_lpips
+from imaginegym.models.tokenizer import TokenizerConfig, make_tokenizer, pixels_to_float
+from imaginegym.training.distributed import init_distributed, training_device
+from imaginegym.training.loop import OptimConfig, TrainingLoop
+
+
+class TokenizerObjective(nn.Module):
+    def __init__(self, tokenizer: nn.Module, lpips: nn.Module | None):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.lpips = lpips
+        self.step = 0
+
+    def forward(self, batch: dict):
+        self.step += 1
+        return self.tokenizer.loss(batch["frames"], step=self.step, lpips=self.lpips)
+
+
+def sample_frames(dataset: EpisodeDataset, batch_size: int, frames: int, generator: torch.Generator) -> torch.Tensor:
+    """Random windows of ``frames`` consecutive frames -> uint8 (B, frames, H, W, 3)."""
+    counts = dataset.lengths + 1 - frames + 1  # window starts per episode
+    episodes = torch.multinomial(torch.from_numpy(counts.astype(np.float64)), batch_size, replacement=True, generator=generator)
+    out = []
+    for episode in episodes.tolist():
+        start = int(torch.randint(int(counts[episode]), (1,), generator=generator))
+        out.append(torch.from_numpy(dataset.read(episode, "frames", start, start + frames)))
+    return torch.stack(out)
+
+
+def image_grid(real: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, 3) pairs -> float (3, 2H, N*W): real above, reconstruction below."""
+    rows = torch.cat([pixels_to_float(real), pixels_to_float(recon)], dim=-2)  # (N, 3, 2H, W)
+    return torch.cat(list(rows), dim=-1)
+
+
+def train_tokenizer(data: str, out: str, tokenizer: TokenizerConfig, optim: OptimConfig, device: str = "auto",
+                    frames_per_sample: int = 1, require_lpips: bool = False) -> nn.Module:
+    """Train (or resume) ``out/tokenizer.pt``; returns the EMA tokenizer."""
+    dev = training_device(device)
+    context = init_distributed(dev)
+    dataset = EpisodeDataset(data)
+    size = dataset.observation_space.shape[0]
+    if size != tokenizer.image_size:
+        raise ValueError(f"dataset {data} has {size}x{size} frames but --tokenizer-image-size={tokenizer.image_size}; set it to {size}")
+    model = make_tokenizer(tokenizer).to(dev)
+    lpips = load_lpips(required=require_lpips, device=dev)
+    objective = TokenizerObjective(model, lpips).to(dev)
+    loop = TrainingLoop("tokenizer", model, objective, optim, Path(out), {"tokenizer": asdict(tokenizer), "data": str(data)}, context, dev)
+    objective.step = loop.step
+    preview = sample_frames(dataset, 8, 1, torch.Generator().manual_seed(1))[:, 0]
+
+    def on_image(writer, step, ema):
+        with torch.no_grad():
+            recon = ema.to_observation(ema.decode(ema.encode(preview.to(dev)))).cpu()
+        writer.add_image("tokenizer/reconstruction", image_grid(preview, recon), step)
+
+    return loop.run(lambda g, step: {"frames": sample_frames(dataset, optim.batch_size, frames_per_sample, g)}, on_image)
