@@ -1,0 +1,135 @@
+"""The `imaginegym` command line.
+
+Each sub-command is a pair: `add_<name>_parser(subparsers)` declares its flags and sets
+`handler=run_<name>`; `run_<name>(args) -> int` does the work and may raise
+`DatasetError`, which is printed as a usage error. Add a command by writing such a pair
+and listing the adder in `COMMANDS`. Import heavy modules (torch, dm_control) inside the
+handler, so `imaginegym --help` and spawned collection workers (which re-import this
+module) stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+
+from imaginegym.data.format import DatasetError
+
+
+def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`imaginegym collect`: record episodes of a real env into a dataset directory."""
+    from imaginegym.data.collect import DMC_ENV_ID, TIERS
+    from imaginegym.data.policies import POLICIES
+
+    parser = subparsers.add_parser(
+        "collect",
+        help="record episodes of a real env into an HDF5 dataset",
+        description=(
+            "Record episodes of a real env into a dataset directory of HDF5 shards (one "
+            "per episode, see docs/data_format.md). Episode i uses seed SEED+i for the env "
+            "and the policy, so the dataset is the same for any --workers and after "
+            "--resume."
+        ),
+        epilog=(
+            "examples:\n"
+            "  imaginegym collect --tier 1 --episodes 50 --workers 2 --out data/cartpole\n"
+            "  imaginegym collect --task reacher-easy --policy ou --out data/reacher\n"
+            "  imaginegym collect --tier 1 --episodes 100 --out data/cartpole --resume"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--out", required=True, help="dataset directory to create or, with --resume, extend"
+    )
+    parser.add_argument(
+        "--env", default=DMC_ENV_ID, help="Gymnasium id of a pixel env (default: %(default)s)"
+    )
+    task = parser.add_mutually_exclusive_group()
+    task.add_argument("--task", help="DMC task, e.g. cartpole-swingup")
+    tiers = ", ".join(f"{n} = {name}" for n, name in TIERS.items())
+    task.add_argument("--tier", type=int, choices=sorted(TIERS), help=f"task preset: {tiers}")
+    parser.add_argument(
+        "--episodes", type=int, default=50,
+        help="episodes in the finished dataset (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--policy", choices=sorted(POLICIES), default="random",
+        help="random: uniform actions; ou: Ornstein-Uhlenbeck (time-correlated) noise "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="parallel env processes (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="episode i uses seed SEED+i (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue an existing dataset up to --episodes, collecting only missing episodes",
+    )
+    parser.add_argument("--size", type=int, help="frame height and width in pixels (DMC default: 64)")
+    parser.add_argument("--action-repeat", type=int, help="simulator steps per action (DMC default: 2)")
+    parser.add_argument(
+        "--max-episode-steps", type=int,
+        help="cut episodes after N steps, recorded as truncated (default: the env's limit)",
+    )
+    parser.set_defaults(handler=run_collect, parser=parser)
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    from imaginegym.data.collect import DMC_ENV_ID, TIERS, CollectConfig, collect
+
+    task = TIERS[args.tier] if args.tier is not None else args.task
+    if task is None and args.env == DMC_ENV_ID:
+        args.parser.error(
+            "choose a task: --task cartpole-swingup, or a preset such as --tier 1"
+        )
+    config = CollectConfig(
+        env_id=args.env,
+        task=task,
+        policy=args.policy,
+        seed=args.seed,
+        size=args.size,
+        action_repeat=args.action_repeat,
+        max_episode_steps=args.max_episode_steps,
+    )
+    dataset = collect(args.out, config, args.episodes, workers=args.workers, resume=args.resume)
+    print(f"{dataset.root}: {len(dataset)} episodes, {int(dataset.lengths.sum())} steps")
+    return 0
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`imaginegym train {world-model,tokenizer,dynamics}` (flags from the config dataclasses)."""
+    from imaginegym.training.commands import add_train_parser as add
+
+    add(subparsers)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_collect_parser, add_train_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imaginegym",
+        description="World models as Gymnasium environments: collect data, train, evaluate.",
+        epilog="Run `imaginegym COMMAND --help` for a command's options.",
+    )
+    subparsers = parser.add_subparsers(
+        title="commands", dest="command", required=True, metavar="COMMAND"
+    )
+    for add_parser in COMMANDS:
+        add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point: `imaginegym COMMAND [options]`."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except DatasetError as err:
+        args.parser.error(str(err))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

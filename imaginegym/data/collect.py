@@ -1,0 +1,259 @@
+"""Collect episodes from a real env into a dataset, in parallel worker processes.
+
+Episode i is collected with seed `config.seed + i` for both the env reset and the
+policy RNG, so a dataset depends only on the `CollectConfig` and the episode count:
+never on the number of workers, on scheduling, or on being interrupted and resumed.
+
+    from imaginegym.data import CollectConfig, collect
+    ds = collect("data/cartpole", CollectConfig(task="cartpole-swingup"), episodes=50, workers=2)
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from tqdm import tqdm
+
+from imaginegym.data.atomic import is_temp
+from imaginegym.data.format import METADATA_FILE, DatasetError
+from imaginegym.data.meta import DatasetMeta, read_meta
+from imaginegym.data.policies import POLICIES, Policy, make_policy
+from imaginegym.data.shard import Episode, ShardInfo
+from imaginegym.data.store import EpisodeDataset, check_dataset_dir, load_index, write_episode
+from imaginegym.envs.headless import use_egl_if_headless, worker_context
+
+DMC_ENV_ID = "imaginegym/DMC-v0"
+TIERS = {1: "cartpole-swingup", 2: "reacher-easy", 3: "humanoid-walk"}
+"""Task presets by difficulty tier, for `imaginegym collect --tier N`."""
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """What to collect; each field is one `imaginegym collect` flag.
+
+    Attributes:
+        env_id: Gymnasium id of an env with uint8 (H, W, 3) observations.
+        task: DMC task such as "cartpole-swingup" (None for envs without tasks).
+        policy: exploration policy, "random" or "ou" (Ornstein-Uhlenbeck).
+        seed: episode i uses seed `seed + i` for the env reset and the policy.
+        size: frame size in pixels (None: the env's default, 64 for DMC).
+        action_repeat: simulator steps per action (None: the env's default, 2 for DMC).
+        max_episode_steps: cut episodes after this many steps, recorded as truncated
+            (None: the env's own limit, 500 steps for DMC cartpole at action repeat 2).
+    """
+
+    env_id: str = DMC_ENV_ID
+    task: str | None = None
+    policy: str = "random"
+    seed: int = 0
+    size: int | None = None
+    action_repeat: int | None = None
+    max_episode_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise DatasetError(f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
+
+    def make_env(self) -> gym.Env:
+        """Make the env, choosing headless rendering first when there is no display."""
+        use_egl_if_headless()
+        options = {"task": self.task, "size": self.size, "action_repeat": self.action_repeat}
+        kwargs = {key: value for key, value in options.items() if value is not None}
+        return gym.make(self.env_id, max_episode_steps=self.max_episode_steps, **kwargs)
+
+
+def env_meta(env: gym.Env, config: CollectConfig) -> DatasetMeta:
+    """Dataset metadata of `env`; raises if its observations are not uint8 images."""
+    space = env.observation_space
+    if not (isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+            and space.shape[-1] == 3):
+        raise DatasetError(
+            f"{config.env_id} observes {space}, but datasets store pixel frames, Box uint8 "
+            "(H, W, 3): use a pixel env such as imaginegym/DMC-v0"
+        )
+    unwrapped = env.unwrapped
+    return DatasetMeta(
+        env_id=config.env_id,
+        task=getattr(unwrapped, "task", config.task or ""),
+        observation_space=space,
+        action_space=env.action_space,
+        action_repeat=getattr(unwrapped, "action_repeat", 1),
+        size=getattr(unwrapped, "size", space.shape[0]),
+    )
+
+
+def run_episode(env: gym.Env, policy: Policy, seed: int) -> Episode:
+    """Play one episode from `env.reset(seed=seed)` until terminated or truncated."""
+    observation, _ = env.reset(seed=seed)
+    frames, actions, rewards, terminated, truncated = [observation], [], [], [], []
+    done = False
+    while not done:
+        action = policy(observation)
+        observation, reward, term, trunc, _ = env.step(action)
+        frames.append(observation)
+        actions.append(action)
+        rewards.append(reward)
+        terminated.append(term)
+        truncated.append(trunc)
+        done = term or trunc
+    return Episode(
+        frames=np.stack(frames),
+        actions=np.stack(actions).reshape(len(actions), -1),
+        rewards=np.asarray(rewards),
+        terminated=np.asarray(terminated),
+        truncated=np.asarray(truncated),
+    )
+
+
+def record_episode(root: Path, env: gym.Env, config: CollectConfig, index: int) -> int:
+    """Collect episode `index` and write its shard; returns its number of steps.
+
+    An episode some other writer finished first is left as it is (it is identical).
+    """
+    meta = env_meta(env, config)
+    seed = config.seed + index
+    episode = run_episode(env, make_policy(config.policy, env.action_space, seed), seed)
+    try:
+        write_episode(
+            root, index, episode, meta,
+            seed=seed, policy=config.policy, max_episode_steps=config.max_episode_steps,
+        )
+    except FileExistsError:
+        pass
+    return episode.length
+
+
+_worker_env: gym.Env | None = None  # one env per worker process, reused across episodes
+
+
+def _init_worker(config: CollectConfig) -> None:
+    global _worker_env
+    _worker_env = config.make_env()
+
+
+def _record_in_worker(root: Path, config: CollectConfig, index: int) -> int:
+    assert _worker_env is not None, "_init_worker did not run"
+    return record_episode(root, _worker_env, config, index)
+
+
+def pending_episodes(root: Path, config: CollectConfig, episodes: int, resume: bool) -> list[int]:
+    """Indices in `range(episodes)` still to collect into `root`.
+
+    Raises:
+        DatasetError: `root` is a file; or it is non-empty without `resume`; or, with
+            `resume`, it is not a dataset or was collected with other settings.
+    """
+    check_dataset_dir(root)
+    entries = [p.name for p in root.iterdir() if not is_temp(p.name)] if root.exists() else []
+    if not entries:
+        return list(range(episodes))
+    if not resume:
+        raise DatasetError(
+            f"{root} already exists and is not empty: pass --resume (resume=True) to "
+            "continue collecting into it, or choose another --out"
+        )
+    if METADATA_FILE not in entries:
+        raise DatasetError(
+            f"{root} is not an imaginegym dataset (it has no {METADATA_FILE}), so there is "
+            "nothing to resume: choose another --out"
+        )
+    shards = load_index(root)
+    _check_resumable(root, config, shards)
+    done = {shard.episode for shard in shards}
+    return [i for i in range(episodes) if i not in done]
+
+
+def _check_resumable(root: Path, config: CollectConfig, shards: list[ShardInfo]) -> None:
+    meta = read_meta(root)
+    problems = [
+        f"--{flag} {have!r} (asked {asked!r})"
+        for flag, have, asked in [
+            ("env", meta.env_id, config.env_id),
+            ("task", meta.task, config.task),
+            ("size", meta.size, config.size),
+            ("action-repeat", meta.action_repeat, config.action_repeat),
+        ]
+        if asked is not None and have != asked
+    ]
+    for shard in shards:
+        problems += [
+            f"--{flag} {have!r} (asked {asked!r}) in {shard.file}"
+            for flag, have, asked in [
+                ("seed", shard.seed - shard.episode, config.seed),
+                ("policy", shard.policy, config.policy),
+                ("max-episode-steps", shard.max_episode_steps, config.max_episode_steps),
+            ]
+            if have != asked
+        ]
+        if problems:
+            break  # one shard's mismatch says it all
+    if problems:
+        raise DatasetError(
+            f"cannot resume {root}: it was collected with " + "; ".join(problems)
+            + ". Resume with the dataset's settings, or choose another --out"
+        )
+
+
+def collect(
+    out: str | os.PathLike,
+    config: CollectConfig,
+    episodes: int,
+    *,
+    workers: int = 1,
+    resume: bool = False,
+    progress: bool = True,
+) -> EpisodeDataset:
+    """Collect episodes `0 .. episodes-1` of `config` into the dataset directory `out`.
+
+    With `workers > 1` episodes run in that many spawned processes (never forked: a
+    child forked after EGL is up cannot render), each reusing one env. With `resume`
+    only missing episodes are collected, after checking the dataset's settings match.
+
+    Returns:
+        The dataset, opened for reading.
+
+    Raises:
+        DatasetError: `out` is unusable (see `pending_episodes`) or an episode does not
+            match the dataset (other frame size or spaces); nothing on disk is damaged.
+    """
+    if episodes < 1 or workers < 1:
+        raise DatasetError(f"episodes and workers must be >= 1, got {episodes} and {workers}")
+    root = Path(out)
+    todo = pending_episodes(root, config, episodes, resume)
+    bar = tqdm(total=episodes, initial=episodes - len(todo), unit="episode",
+               desc=f"collect {config.task or config.env_id}", disable=not progress)
+    with bar:
+        if workers == 1 or len(todo) <= 1:
+            if todo:
+                with config.make_env() as env:
+                    for index in todo:
+                        steps = record_episode(root, env, config, index)
+                        bar.update()
+                        bar.set_postfix(steps=steps)
+        else:
+            _collect_parallel(root, config, todo, workers, bar)
+    return EpisodeDataset(root)
+
+
+def _collect_parallel(
+    root: Path, config: CollectConfig, todo: list[int], workers: int, bar: tqdm
+) -> None:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)), mp_context=worker_context(),
+        initializer=_init_worker, initargs=(config,),
+    ) as pool:
+        pending = {pool.submit(_record_in_worker, root, config, index) for index in todo}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in finished:
+                if future.exception() is not None:
+                    pool.shutdown(cancel_futures=True)
+                    raise future.exception()
+                bar.update()
+                bar.set_postfix(steps=future.result())

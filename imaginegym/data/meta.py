@@ -1,0 +1,113 @@
+"""Dataset-level metadata: what every episode of a dataset has in common.
+
+It lives in `dataset.json`, written atomically by the first writer (a hard link, so of
+several concurrent first writers one wins and the others check against it). Every
+later episode must match it; the same fields are repeated in each shard's attributes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gymnasium import spaces
+
+from imaginegym.data.atomic import write_json_atomic
+from imaginegym.data.format import METADATA_FILE, SCHEMA_VERSION, DatasetError, check_schema_version
+from imaginegym.data.spaces import space_from_json, space_to_json
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What all episodes of one dataset share.
+
+    Attributes:
+        env_id: Gymnasium id the episodes came from, e.g. "imaginegym/DMC-v0".
+        task: task name, e.g. "cartpole-swingup" ("" for envs without tasks).
+        observation_space: Box uint8 (H, W, 3), the frames' space.
+        action_space: the env's action space, usually Box float32 (A,) in [-1, 1].
+        action_repeat: simulator steps per env step (1 for envs without repeat).
+        size: frame height and width in pixels.
+    """
+
+    env_id: str
+    task: str
+    observation_space: spaces.Space
+    action_space: spaces.Space
+    action_repeat: int
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready fields, as stored in `dataset.json` and shard attributes."""
+        return {
+            "env_id": self.env_id,
+            "task": self.task,
+            "observation_space": space_to_json(self.observation_space),
+            "action_space": space_to_json(self.action_space),
+            "action_repeat": int(self.action_repeat),
+            "size": int(self.size),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DatasetMeta:
+        return cls(
+            env_id=data["env_id"],
+            task=data["task"],
+            observation_space=space_from_json(data["observation_space"]),
+            action_space=space_from_json(data["action_space"]),
+            action_repeat=data["action_repeat"],
+            size=data["size"],
+        )
+
+    def differences(self, other: DatasetMeta) -> list[str]:
+        """Human-readable lines `field: mine vs other` for each field that differs."""
+        mine, theirs = self.to_json(), other.to_json()
+        return [f"{k}: {mine[k]} vs {theirs[k]}" for k in mine if mine[k] != theirs[k]]
+
+
+def read_meta(root: Path) -> DatasetMeta:
+    """Read `root/dataset.json`; raise DatasetError naming the problem if it is bad."""
+    path = root / METADATA_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(
+            f"{root} is not an imaginegym dataset: it has no {METADATA_FILE}; collect one "
+            f"with `imaginegym collect --out {root} ...`"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise DatasetError(
+            f"{path} is not valid JSON ({err}); it is rebuilt by the next writer if you "
+            "delete it"
+        ) from None
+    check_schema_version(data.get("schema_version", 0), path)
+    return DatasetMeta.from_json(data)
+
+
+def ensure_meta(root: Path, meta: DatasetMeta) -> None:
+    """Create `root/dataset.json` from `meta`, or check that the existing one matches.
+
+    Raises:
+        DatasetError: the dataset holds episodes of another env, task, size or space;
+            nothing is written.
+    """
+    path = root / METADATA_FILE
+    if not path.exists():
+        try:
+            write_json_atomic(
+                path, {"schema_version": SCHEMA_VERSION, **meta.to_json()}, overwrite=False
+            )
+            return
+        except FileExistsError:
+            pass  # another writer created it first; check against theirs
+    existing = read_meta(root)
+    diffs = existing.differences(meta)
+    if diffs:
+        raise DatasetError(
+            f"cannot add this episode to {root}: it differs from the dataset in "
+            + "; ".join(f"{d} (dataset vs episode)" for d in diffs)
+            + ". Write it to another directory (--out), or collect with the dataset's "
+            "settings."
+        )

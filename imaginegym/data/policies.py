@@ -1,0 +1,74 @@
+"""Exploration policies for collecting data: uniform random and Ornstein-Uhlenbeck.
+
+Each policy owns a NumPy RNG seeded per episode, so an episode's actions depend only on
+its seed, never on which worker ran it or what it ran before.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+from gymnasium import spaces
+
+
+class Policy(Protocol):
+    """Maps an observation to an action in the env's action space."""
+
+    def __call__(self, observation: np.ndarray) -> np.ndarray: ...
+
+
+def _check_box(action_space: spaces.Space) -> spaces.Box:
+    if not isinstance(action_space, spaces.Box) or not np.all(
+        np.isfinite(action_space.low) & np.isfinite(action_space.high)
+    ):
+        raise ValueError(
+            f"exploration policies need a bounded Box action space, got {action_space}: "
+            "use a continuous-control env (e.g. imaginegym/DMC-v0)"
+        )
+    return action_space
+
+
+class RandomPolicy:
+    """Actions drawn uniformly from the Box action space, independently at each step."""
+
+    def __init__(self, action_space: spaces.Space, seed: int) -> None:
+        self.space = _check_box(action_space)
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, observation: np.ndarray) -> np.ndarray:
+        action = self.rng.uniform(self.space.low, self.space.high)
+        return action.astype(self.space.dtype)
+
+
+class OrnsteinUhlenbeckPolicy:
+    """Temporally correlated noise, x <- x + theta (0 - x) + sigma N(0, 1), mapped to the box.
+
+    x lives in [-1, 1] per action dimension (clipped) and starts at 0, the box's
+    centre; it is scaled linearly onto [low, high]. Correlated actions explore further
+    than independent ones (a cart keeps pushing one way long enough to swing the pole).
+    """
+
+    def __init__(
+        self, action_space: spaces.Space, seed: int, theta: float = 0.15, sigma: float = 0.3
+    ) -> None:
+        self.space = _check_box(action_space)
+        self.rng = np.random.default_rng(seed)
+        self.theta, self.sigma = theta, sigma
+        self.x = np.zeros(self.space.shape)
+
+    def __call__(self, observation: np.ndarray) -> np.ndarray:
+        noise = self.rng.standard_normal(self.space.shape)
+        self.x = np.clip(self.x - self.theta * self.x + self.sigma * noise, -1.0, 1.0)
+        low, high = self.space.low, self.space.high
+        return (low + (self.x + 1.0) * 0.5 * (high - low)).astype(self.space.dtype)
+
+
+POLICIES = {"random": RandomPolicy, "ou": OrnsteinUhlenbeckPolicy}
+
+
+def make_policy(name: str, action_space: spaces.Space, seed: int) -> Policy:
+    """The exploration policy called `name` ("random" or "ou"), seeded with `seed`."""
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}")
+    return POLICIES[name](action_space, seed)
