@@ -11,6 +11,7 @@ module) stay fast.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 
 from imaginegym.data.format import DatasetError
@@ -67,8 +68,12 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
         "--resume", action="store_true",
         help="continue an existing dataset up to --episodes, collecting only missing episodes",
     )
-    parser.add_argument("--size", type=int, help="frame height and width in pixels (DMC default: 64)")
-    parser.add_argument("--action-repeat", type=int, help="simulator steps per action (DMC default: 2)")
+    parser.add_argument(
+        "--size", type=int, help="frame height and width in pixels (DMC default: 64)"
+    )
+    parser.add_argument(
+        "--action-repeat", type=int, help="simulator steps per action (DMC default: 2)"
+    )
     parser.add_argument(
         "--max-episode-steps", type=int,
         help="cut episodes after N steps, recorded as truncated (default: the env's limit)",
@@ -93,7 +98,12 @@ def run_collect(args: argparse.Namespace) -> int:
         action_repeat=args.action_repeat,
         max_episode_steps=args.max_episode_steps,
     )
-    dataset = collect(args.out, config, args.episodes, workers=args.workers, resume=args.resume)
+    try:
+        dataset = collect(args.out, config, args.episodes, workers=args.workers, resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished episodes are kept in {args.out}; add --resume to "
+              "the same command to collect the rest", file=sys.stderr)
+        return 130
     print(f"{dataset.root}: {len(dataset)} episodes, {int(dataset.lengths.sum())} steps")
     return 0
 

@@ -164,17 +164,19 @@ class AlternatingLengthBatchSampler(Sampler[list[Window]]):
         seed: int = 0,
     ) -> None:
         if long_every < 1:
-            raise ValueError(f"long_every must be >= 1 (every n-th batch is long), got {long_every}")
+            raise ValueError(
+                f"long_every must be >= 1 (every n-th batch is long), got {long_every}"
+            )
         self.num_frames = dataset.num_frames
         self.lengths = (short_len, long_len)
         self.batch_sizes = (short_batch_size, long_batch_size)
         self.long_every = long_every
+        longest = int(self.num_frames.max(initial=0))
         for length in self.lengths:
-            if not np.any(self.num_frames >= length):
+            if length > longest:
                 raise DatasetError(
-                    f"no episode has {length} frames (the longest has "
-                    f"{self.num_frames.max()}): lower the window length or collect "
-                    "longer episodes"
+                    f"no episode has {length} frames (the longest has {longest}): lower "
+                    "the window length or collect longer episodes"
                 )
         frames_per_pass = int(self.num_frames.sum())
         self.num_batches = num_batches or max(1, frames_per_pass // (short_len * short_batch_size))

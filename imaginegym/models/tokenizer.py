@@ -123,10 +123,12 @@ class CNNTokenizer(PixelTokenizer):
             cin = ch
         layers.append(nn.Conv2d(cin, c.latent_channels, 1))
         self.encoder = nn.Sequential(*layers)
-        layers = [nn.Conv2d(c.latent_channels, c.channels[-1], 3, padding=1), nn.SiLU()]
+        # The decoder runs at every imagined step in pixels mode, so it does its heavy work at
+        # the lowest resolution and only upsamples above it.
         widths = list(reversed(c.channels))
+        layers = [nn.Conv2d(c.latent_channels, widths[0], 3, padding=1), nn.SiLU(), _conv_block(widths[0], widths[0])]
         for cin, cout in zip(widths, widths[1:] + [widths[-1]]):
-            layers += [_conv_block(cin, cin), nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.SiLU()]
+            layers += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.SiLU()]
         layers.append(nn.Conv2d(widths[-1], 3, 3, padding=1))
         self.decoder = nn.Sequential(*layers)
 

@@ -29,6 +29,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str 
         origin, args = typing.get_origin(hint), typing.get_args(hint)
         dest = f"{prefix}__{field.name}" if prefix else field.name
         kwargs: dict[str, Any] = {"dest": dest, "default": default, "help": f"(default: {default})"}
+        if hint is not bool:
+            kwargs["metavar"] = field.name.upper()
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif origin is tuple:

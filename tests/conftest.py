@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny world model (random weights) that any test can build in milliseconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from imaginegym.data.spaces import space_to_json
+from imaginegym.models.dynamics import DynamicsConfig
+from imaginegym.models.tokenizer import TokenizerConfig
+from imaginegym.world_model import EnvSpec, WorldModel
+
+TINY_SIZE = 16
+
+
+def make_tiny_world_model(context_length: int = 6, starts: int = 3, seed: int = 0) -> WorldModel:
+    """A 16x16-pixel, 1-D-action world model with random weights and a few start contexts."""
+    torch.manual_seed(seed)
+    tokenizer = TokenizerConfig(kind="cnn", image_size=TINY_SIZE, channels=(8, 8), latent_channels=4, token_patch=2)
+    dynamics = DynamicsConfig(
+        latent_tokens=tokenizer.latent_tokens, latent_dim=tokenizer.token_dim, action_kind="box", action_dim=1,
+        width=32, depth=2, heads=2, context_length=context_length, k_max=8,
+    )
+    env = EnvSpec(
+        env_id="imaginegym/DMC-v0", task="cartpole-swingup",
+        observation_space=space_to_json(spaces.Box(0, 255, (TINY_SIZE, TINY_SIZE, 3), np.uint8)),
+        action_space=space_to_json(spaces.Box(-1, 1, (1,), np.float32)),
+        env_kwargs={"task": "cartpole-swingup", "size": TINY_SIZE, "action_repeat": 2}, max_episode_steps=50,
+    )
+    model = WorldModel(tokenizer, dynamics, env)
+    rng = np.random.default_rng(seed)
+    model.start_frames = torch.from_numpy(rng.integers(0, 256, (starts, context_length - 1, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8))
+    model.start_actions = torch.from_numpy(rng.uniform(-1, 1, (starts, context_length - 2, 1)).astype(np.float32))
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_world_model() -> WorldModel:
+    return make_tiny_world_model()
+
+
+@pytest.fixture
+def tiny_world_model_path(tmp_path) -> str:
+    """A tiny world model saved as a .safetensors file."""
+    return str(make_tiny_world_model().save(tmp_path / "tiny.safetensors"))
