@@ -18,18 +18,23 @@ from imaginegym.data import CollectConfig, collect
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("outputs/collect_episodes"), help="output folder")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path("outputs/collect_episodes"))
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--steps", type=int, default=100, help="steps per episode")
     parser.add_argument("--policy", choices=["random", "ou"], default="random")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
 
-    config = CollectConfig(task="cartpole-swingup", policy=args.policy, max_episode_steps=args.steps)
+    config = CollectConfig(
+        task="cartpole-swingup", policy=args.policy, max_episode_steps=args.steps
+    )
     dataset = collect(args.out / "data", config, args.episodes, workers=args.workers, resume=True)
     print(dataset)
-    print(f"episode returns: {[round(float(dataset.read(i, 'rewards').sum()), 2) for i in range(len(dataset))]}")
+    returns = [float(dataset.read(i, "rewards").sum()) for i in range(len(dataset))]
+    print("episode returns:", ", ".join(f"{r:.2f}" for r in returns))
 
     frames = dataset.read(0, "frames")  # uint8 (T+1, 64, 64, 3)
     gif = args.out / "episode_0.gif"

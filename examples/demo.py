@@ -16,7 +16,9 @@ from imaginegym.data import CollectConfig, collect
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--steps", type=int, default=100, help="steps per episode")

@@ -17,6 +17,13 @@ from collections.abc import Callable, Sequence
 from imaginegym.data.format import DatasetError
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
+
+
 def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
     """`imaginegym collect`: record episodes of a real env into a dataset directory."""
     from imaginegym.data.collect import DMC_ENV_ID, TIERS
@@ -50,7 +57,7 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
     tiers = ", ".join(f"{n} = {name}" for n, name in TIERS.items())
     task.add_argument("--tier", type=int, choices=sorted(TIERS), help=f"task preset: {tiers}")
     parser.add_argument(
-        "--episodes", type=int, default=50,
+        "--episodes", type=positive_int, default=50,
         help="episodes in the finished dataset (default: %(default)s)",
     )
     parser.add_argument(
@@ -59,7 +66,7 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
         "(default: %(default)s)",
     )
     parser.add_argument(
-        "--workers", type=int, default=1, help="parallel env processes (default: %(default)s)"
+        "--workers", type=positive_int, default=1, help="parallel env processes (default: %(default)s)"
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="episode i uses seed SEED+i (default: %(default)s)"
@@ -69,13 +76,13 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
         help="continue an existing dataset up to --episodes, collecting only missing episodes",
     )
     parser.add_argument(
-        "--size", type=int, help="frame height and width in pixels (DMC default: 64)"
+        "--size", type=positive_int, help="frame height and width in pixels (DMC default: 64)"
     )
     parser.add_argument(
-        "--action-repeat", type=int, help="simulator steps per action (DMC default: 2)"
+        "--action-repeat", type=positive_int, help="simulator steps per action (DMC default: 2)"
     )
     parser.add_argument(
-        "--max-episode-steps", type=int,
+        "--max-episode-steps", type=positive_int,
         help="cut episodes after N steps, recorded as truncated (default: the env's limit)",
     )
     parser.set_defaults(handler=run_collect, parser=parser)

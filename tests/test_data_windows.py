@@ -139,3 +139,25 @@ def test_alternating_sampler_through_dataloader(dataset_dir):
 def test_alternating_sampler_refuses_a_length_no_episode_has(dataset_dir):
     with pytest.raises(DatasetError, match="no episode has 11 frames.*longest has 10"):
         AlternatingLengthBatchSampler(WindowDataset(dataset_dir, seq_len=2), 2, 11, 4, 2, 5)
+
+
+class LatentSource:
+    """Episodes of another per-frame array, read like an EpisodeDataset."""
+
+    def __init__(self, dataset_dir):
+        from imaginegym.data import EpisodeDataset
+
+        self.inner = EpisodeDataset(dataset_dir)
+        self.root, self.lengths, self.episode_ids = dataset_dir, self.inner.lengths, self.inner.episode_ids
+
+    def read(self, i, key, start=0, stop=None):
+        if key == "latents":  # (T+1, 2) float32: the frame's label, twice
+            return self.inner.read(i, "frames", start, stop)[:, 0, 0, :2].astype(np.float32)
+        return self.inner.read(i, key, start, stop)
+
+
+def test_any_episode_source_and_frames_key(dataset_dir):
+    ds = WindowDataset(LatentSource(dataset_dir), seq_len=3, frames_key="latents")
+    item = ds[(1, 0, 3)]
+    assert item["frames"].tolist() == [[10, 10], [11, 11], [12, 12]]
+    assert item["actions"][:, 0].tolist() == [0, 1, 2]

@@ -11,7 +11,8 @@ never on the number of workers, on scheduling, or on being interrupted and resum
 from __future__ import annotations
 
 import os
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+import signal
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from imaginegym.data.atomic import is_temp
 from imaginegym.data.format import METADATA_FILE, DatasetError
 from imaginegym.data.meta import DatasetMeta, read_meta
-from imaginegym.data.policies import POLICIES, Policy, make_policy
+from imaginegym.data.policies import Policy, check_policy_name, make_policy
 from imaginegym.data.shard import Episode, ShardInfo
 from imaginegym.data.store import EpisodeDataset, check_dataset_dir, load_index, write_episode
 from imaginegym.envs.headless import use_egl_if_headless, worker_context
@@ -57,8 +58,7 @@ class CollectConfig:
     max_episode_steps: int | None = None
 
     def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise DatasetError(f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
+        check_policy_name(self.policy)  # before any worker starts
 
     def make_env(self) -> gym.Env:
         """Make the env, choosing headless rendering first when there is no display."""
@@ -134,6 +134,9 @@ _worker_env: gym.Env | None = None  # one env per worker process, reused across 
 
 def _init_worker(config: CollectConfig) -> None:
     global _worker_env
+    # Ctrl-C reaches the whole process group; only the parent acts on it, letting the
+    # workers finish their episode and exit cleanly when it shuts the pool down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_env = config.make_env()
 
 
@@ -223,37 +226,42 @@ def collect(
             match the dataset (other frame size or spaces); nothing on disk is damaged.
     """
     if episodes < 1 or workers < 1:
-        raise DatasetError(f"episodes and workers must be >= 1, got {episodes} and {workers}")
+        raise ValueError(f"episodes and workers must be >= 1, got {episodes} and {workers}")
     root = Path(out)
     todo = pending_episodes(root, config, episodes, resume)
-    bar = tqdm(total=episodes, initial=episodes - len(todo), unit="episode",
-               desc=f"collect {config.task or config.env_id}", disable=not progress)
-    with bar:
-        if workers == 1 or len(todo) <= 1:
-            if todo:
-                with config.make_env() as env:
-                    for index in todo:
-                        steps = record_episode(root, env, config, index)
-                        bar.update()
-                        bar.set_postfix(steps=steps)
-        else:
+    with tqdm(total=episodes, initial=episodes - len(todo), unit="episode",
+              desc=f"collect {config.task or config.env_id}", disable=not progress) as bar:
+        if workers > 1 and len(todo) > 1:
             _collect_parallel(root, config, todo, workers, bar)
+        elif todo:
+            _collect_serial(root, config, todo, bar)
     return EpisodeDataset(root)
+
+
+def _collect_serial(root: Path, config: CollectConfig, todo: list[int], bar: tqdm) -> None:
+    with config.make_env() as env:
+        for index in todo:
+            steps = record_episode(root, env, config, index)
+            bar.update()
+            bar.set_postfix(steps=steps)
 
 
 def _collect_parallel(
     root: Path, config: CollectConfig, todo: list[int], workers: int, bar: tqdm
 ) -> None:
-    with ProcessPoolExecutor(
+    use_egl_if_headless()  # in the environment the workers inherit, before they import anything
+    pool = ProcessPoolExecutor(
         max_workers=min(workers, len(todo)), mp_context=worker_context(),
         initializer=_init_worker, initargs=(config,),
-    ) as pool:
+    )
+    try:
         pending = {pool.submit(_record_in_worker, root, config, index) for index in todo}
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
-                if future.exception() is not None:
-                    pool.shutdown(cancel_futures=True)
-                    raise future.exception()
+                steps = future.result()  # re-raises a worker's exception here
                 bar.update()
-                bar.set_postfix(steps=future.result())
+                bar.set_postfix(steps=steps)
+    finally:
+        # After an error or Ctrl-C, drop the queued episodes; those running are finished.
+        pool.shutdown(cancel_futures=True)

@@ -67,8 +67,13 @@ class OrnsteinUhlenbeckPolicy:
 POLICIES = {"random": RandomPolicy, "ou": OrnsteinUhlenbeckPolicy}
 
 
-def make_policy(name: str, action_space: spaces.Space, seed: int) -> Policy:
-    """The exploration policy called `name` ("random" or "ou"), seeded with `seed`."""
+def check_policy_name(name: str) -> None:
+    """Raise ValueError unless `name` is a key of `POLICIES`."""
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}")
+
+
+def make_policy(name: str, action_space: spaces.Space, seed: int) -> Policy:
+    """The exploration policy called `name` ("random" or "ou"), seeded with `seed`."""
+    check_policy_name(name)
     return POLICIES[name](action_space, seed)

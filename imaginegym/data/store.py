@@ -147,7 +147,8 @@ def load_index(root: Path) -> list[ShardInfo]:
             for info, stat in shards
         ]
         try:
-            write_json_atomic(root / INDEX_FILE, {"schema_version": SCHEMA_VERSION, "shards": records})
+            index = {"schema_version": SCHEMA_VERSION, "shards": records}
+            write_json_atomic(root / INDEX_FILE, index)
         except OSError:
             pass  # read-only storage: the index is only a cache
     return [info for info, _ in shards]
