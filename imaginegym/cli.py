@@ -122,7 +122,14 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     add(subparsers)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_collect_parser, add_train_parser]
+def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`imaginegym eval world-model RUN --data HELDOUT`."""
+    from imaginegym.training.commands import add_eval_parser as add
+
+    add(subparsers)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_collect_parser, add_train_parser, add_eval_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -86,3 +86,109 @@ def lpips_distance(model: nn.Module, pred: torch.Tensor, target: torch.Tensor) -
     device = next(model.parameters()).device
     d = model(_as_float(pred).to(device) * 2 - 1, _as_float(target).to(device) * 2 - 1)
     return d.flatten().cpu().reshape(lead)
+
+
+# ---------------------------------------------------------------------- rollout evaluation
+MOVING_THRESHOLD = 25  # a pixel moves when its target differs from the median background by more (in 0..255)
+
+
+def frame_statistics(dataset, every: int = 1, median_every: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel mean frame (float, over every ``every``-th frame) and median background (uint8)."""
+    total, count, samples = None, 0, []
+    for i in range(len(dataset)):
+        frames = torch.from_numpy(dataset.read(i, "frames"))
+        chunk = frames[::every].double()
+        total = chunk.sum(0) if total is None else total + chunk.sum(0)
+        count += len(chunk)
+        samples.append(frames[::median_every])
+    median = torch.cat(samples).median(dim=0).values
+    return (total / count).float(), median
+
+
+def rollout_starts(lengths, context: int, horizon: int, per_episode: int) -> list[tuple[int, int]]:
+    """(episode, first imagined frame) pairs spread evenly over each episode."""
+    starts = []
+    for episode, steps in enumerate(lengths):
+        last = int(steps) + 1 - horizon  # first imagined frame index must leave `horizon` frames
+        if last < context:
+            continue
+        for s in torch.linspace(context, last, per_episode).round().long().unique().tolist():
+            starts.append((episode, int(s)))
+    return starts
+
+
+def _summaries(pred: torch.Tensor, target: torch.Tensor, moving: torch.Tensor, horizons, lpips_model) -> dict:
+    """pred/target uint8 (B, H, h, w, 3), moving bool (B, H, h, w) -> metrics per horizon."""
+    out = {}
+    for h in horizons:
+        p, t, m = pred[:, h - 1], target[:, h - 1], moving[:, h - 1]
+        row = {"psnr": psnr(p, t).mean().item(), "ssim": ssim(p, t).mean().item(),
+               "psnr_moving": torch.nanmean(psnr(p, t, m)).item()}
+        if lpips_model is not None:
+            row["lpips"] = lpips_distance(lpips_model, p, t).mean().item()
+        out[h] = row
+    return out
+
+
+@torch.no_grad()
+def evaluate_world_model(model, heldout, mean_frame: torch.Tensor, median_frame: torch.Tensor, horizons=(1, 4, 16, 50),
+                         context: int = 16, denoise_steps=(4, 64), per_episode: int = 5, seed: int = 0, batch_size: int = 64) -> dict:
+    """Open-loop imagined rollouts from real contexts of ``heldout`` against the real frames.
+
+    Returns per-horizon PSNR / SSIM / PSNR over moving pixels (and LPIPS when its weights
+    exist) for the model at each number of denoising steps and for the copy-last-frame and
+    mean-frame baselines, the reward MAE per step, and the wall time per imagined frame.
+    """
+    import time
+
+    horizon = max(horizons)
+    starts = rollout_starts(heldout.lengths, context, horizon, per_episode)
+    if not starts:
+        raise ValueError(f"no held-out episode has {context} + {horizon} frames; collect longer episodes")
+    frames, actions, rewards = [], [], []
+    for episode, s in starts:
+        frames.append(torch.from_numpy(heldout.read(episode, "frames", s - context, s + horizon)))
+        actions.append(torch.from_numpy(heldout.read(episode, "actions", s - context, s + horizon - 1)))
+        rewards.append(torch.from_numpy(heldout.read(episode, "rewards", s - 1, s + horizon - 1)))
+    frames, actions, rewards = torch.stack(frames), torch.stack(actions), torch.stack(rewards)
+    ctx_frames, target = frames[:, :context], frames[:, context:]
+    moving = ((target.int() - median_frame.int()).abs() > MOVING_THRESHOLD).any(-1)
+    lpips_model = load_lpips()
+    results = {"rollouts": len(starts), "context": context, "horizons": list(horizons), "models": {}}
+    generator = torch.Generator().manual_seed(seed)
+    samples = {}
+    for steps in denoise_steps:
+        preds, pred_rewards, elapsed = [], [], 0.0
+        for b in range(0, len(starts), batch_size):
+            sl = slice(b, b + batch_size)
+            t0 = time.perf_counter()
+            out = model.imagine(ctx_frames[sl], actions[sl, : context - 1], actions[sl, context - 1 :], steps, generator)
+            elapsed += time.perf_counter() - t0
+            preds.append(out["frames"].cpu()), pred_rewards.append(out["rewards"].cpu())
+        pred, pred_reward = torch.cat(preds), torch.cat(pred_rewards)
+        samples[steps] = pred
+        results["models"][f"imagined_{steps}_steps"] = {
+            "per_horizon": _summaries(pred, target, moving, horizons, lpips_model),
+            "reward_mae": (pred_reward - rewards).abs().mean().item(),
+            "seconds_per_frame": elapsed / pred_reward.numel(),
+        }
+    copy_last = ctx_frames[:, -1:].expand_as(target)
+    mean = mean_frame.round().clamp(0, 255).to(torch.uint8).expand_as(target)
+    results["models"]["copy_last_frame"] = {"per_horizon": _summaries(copy_last, target, moving, horizons, lpips_model)}
+    results["models"]["mean_frame"] = {"per_horizon": _summaries(mean, target, moving, horizons, lpips_model)}
+    return results, {"target": target, "context": ctx_frames, **{f"imagined_{k}": v for k, v in samples.items()}}
+
+
+def format_results(results: dict) -> str:
+    """A plain-text table: one row per model and metric, one column per horizon."""
+    horizons = results["horizons"]
+    lines = [f"{'model':<24}{'metric':<14}" + "".join(f"h={h:<8}" for h in horizons)]
+    for name, entry in results["models"].items():
+        metrics = list(next(iter(entry["per_horizon"].values())))
+        for metric in metrics:
+            values = "".join(f"{entry['per_horizon'][h][metric]:<10.3f}" for h in horizons)
+            lines.append(f"{name:<24}{metric:<14}{values}")
+        if "reward_mae" in entry:
+            lines.append(f"{name:<24}{'reward MAE':<14}{entry['reward_mae']:.4f}   "
+                         f"({entry['seconds_per_frame'] * 1000:.2f} ms per imagined frame, batched)")
+    return "\n".join(lines)

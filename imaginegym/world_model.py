@@ -157,7 +157,7 @@ class WorldModel(nn.Module):
     def context_inputs(self, context_actions: torch.Tensor, frames: int):
         """Per-frame actions (B, C, ...) and mask (B, C) from the C-1 actions between C frames."""
         b = context_actions.shape[0]
-        first = torch.zeros_like(context_actions[:, :1])
+        first = context_actions.new_zeros((b, 1, *context_actions.shape[2:]))  # also for C = 1 (no actions)
         actions = torch.cat([first, context_actions], dim=1)
         mask = torch.ones(b, frames, dtype=torch.bool, device=actions.device)
         mask[:, 0] = False
@@ -221,8 +221,14 @@ class WorldModel(nn.Module):
             raise ValueError(f"{path} holds no imaginegym configuration: is it a world model written by `WorldModel.save`?")
         model = cls(*_config_from_json(meta["imaginegym"], str(path)))
         tensors = load_file(str(path))
-        model.tokenizer.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("tokenizer.")})
-        model.dynamics.load_state_dict({k[9:]: v for k, v in tensors.items() if k.startswith("dynamics.")})
+        try:
+            model.tokenizer.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("tokenizer.")})
+            model.dynamics.load_state_dict({k[9:]: v for k, v in tensors.items() if k.startswith("dynamics.")})
+        except RuntimeError as error:
+            raise ValueError(
+                f"{path}: its weights do not fit the architecture its configuration describes in this imaginegym "
+                f"(was it written by another version?): {str(error).splitlines()[0]} Re-export or retrain it."
+            ) from error
         if "start_frames" in tensors:
             model.start_frames, model.start_actions = tensors["start_frames"], tensors["start_actions"]
         return model.to(resolve_device(device)).eval()

@@ -45,3 +45,30 @@ def tiny_world_model() -> WorldModel:
 def tiny_world_model_path(tmp_path) -> str:
     """A tiny world model saved as a .safetensors file."""
     return str(make_tiny_world_model().save(tmp_path / "tiny.safetensors"))
+
+
+def write_tiny_dataset(root, episodes: int = 3, steps: int = 30, seed: int = 0) -> str:
+    """A dataset of 16x16 frames: a bright square that an action moves left or right."""
+    from imaginegym.data import DatasetMeta, Episode, write_episode
+
+    rng = np.random.default_rng(seed)
+    meta = DatasetMeta(
+        env_id="imaginegym/DMC-v0", task="cartpole-swingup",
+        observation_space=spaces.Box(0, 255, (TINY_SIZE, TINY_SIZE, 3), np.uint8),
+        action_space=spaces.Box(-1, 1, (1,), np.float32), action_repeat=2, size=TINY_SIZE,
+    )
+    for i in range(episodes):
+        actions = rng.uniform(-1, 1, (steps, 1)).astype(np.float32)
+        x = np.clip(8 + np.concatenate([[0], np.cumsum(np.round(actions[:, 0]))]), 0, TINY_SIZE - 4).astype(int)
+        frames = np.zeros((steps + 1, TINY_SIZE, TINY_SIZE, 3), np.uint8)
+        for t, xt in enumerate(x):
+            frames[t, 6:10, xt : xt + 4] = 255
+        rewards = (x[1:] / TINY_SIZE).astype(np.float32)
+        episode = Episode(frames, actions, rewards, np.zeros(steps, bool), np.eye(1, steps, steps - 1, dtype=bool)[0])
+        write_episode(root, i, episode, meta, seed=seed + i, policy="random")
+    return str(root)
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path) -> str:
+    return write_tiny_dataset(tmp_path / "tiny-data")

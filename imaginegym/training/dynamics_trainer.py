@@ -57,6 +57,7 @@ def train_dynamics(latents: str | Path, out: str | Path, dynamics: DynamicsConfi
     context = init_distributed(dev)
     episodes = LatentEpisodes(latents)
     windows = WindowDataset(episodes, dynamics.context_length, frames_key="latents")
+    torch.manual_seed(optim.seed)  # the same initial weights on every rank and every run
     model = Dynamics(dynamics).to(dev)
     loop = TrainingLoop(
         "dynamics", model, DynamicsObjective(model, shortcut).to(dev), optim, Path(out),

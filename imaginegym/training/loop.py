@@ -79,7 +79,22 @@ class TrainingLoop:
         torch.set_rng_state(state["torch_rng"][self.context.rank % len(state["torch_rng"])])
         self.step = int(state["step"])
 
+    def check_replicas(self) -> float:
+        """Max difference of the weights between DDP ranks (0.0 alone); raises if they diverged."""
+        if not self.context.enabled:
+            return 0.0
+        flat = torch.cat([p.detach().flatten().float().cpu() for p in self.model.parameters()])
+        gathered = [torch.empty_like(flat) for _ in range(self.context.world_size)]
+        torch.distributed.all_gather(gathered, flat)
+        diff = max(float((g - flat).abs().max()) for g in gathered)
+        if diff > 0:
+            raise RuntimeError(f"DDP replicas of {self.name} diverged by {diff:.3g} at step {self.step}")
+        return diff
+
     def save(self) -> None:
+        diff = self.check_replicas()
+        if self.context.enabled and self.context.is_main:
+            tqdm.write(f"{self.name} step {self.step}: {self.context.world_size} replicas identical (max diff {diff})")
         rng = torch.get_rng_state()
         if self.context.enabled:
             gathered = [torch.empty_like(rng) for _ in range(self.context.world_size)]

@@ -54,6 +54,7 @@ def train_tokenizer(data: str, out: str, tokenizer: TokenizerConfig, optim: Opti
     size = dataset.observation_space.shape[0]
     if size != tokenizer.image_size:
         raise ValueError(f"dataset {data} has {size}x{size} frames but --tokenizer-image-size={tokenizer.image_size}; set it to {size}")
+    torch.manual_seed(optim.seed)  # the same initial weights on every rank and every run
     model = make_tokenizer(tokenizer).to(dev)
     lpips = load_lpips(required=require_lpips, device=dev)
     objective = TokenizerObjective(model, lpips).to(dev)

@@ -1,0 +1,474 @@
+"""The imagination environment: a trained world model as a Gymnasium env, single or batched.
+
+    env = gym.make("imaginegym/Imagined-v0", world_model="cartpole-swingup")       # pixels, like the real env
+    env = gym.make("imaginegym/Imagined-v0", world_model=wm, obs_mode="latent")     # flat Box(-1, 1, (K*D,))
+    vec = imaginegym.make_vec("imaginegym/Imagined-v0", num_envs=64, world_model=wm)  # one model call per pass
+    real = LatentObservation(gym.make("imaginegym/DMC-v0", **wm.env_spec.env_kwargs), wm)  # same latent space
+
+A reset encodes a window of real context frames and fills the env's row of the KV cache
+with them (re-noised to tau_ctx). A step denoises the next frame's latents in
+``num_denoise_steps`` shortcut steps against the cache, reads the reward and continue
+heads as the frame enters the cache, and decodes it (pixel mode). The cache row is a ring
+buffer, so memory stays constant however long an episode runs. Everything random (which
+context window, all diffusion noise) comes from each env's own ``np_random``: a seed fixes
+the episode, and a vector env seeded s gives the episodes of single envs seeded s, s+1, ...
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from einops import rearrange
+
+from imaginegym.data.store import EpisodeDataset
+from imaginegym.models import noise
+from imaginegym.world_model import WorldModel
+
+OBS_MODES = ("pixels", "latent")
+RENDER_FPS = 30  # frames per second of recorded videos; the model does not know the task's timestep
+ResetReturn = tuple[np.ndarray, dict[str, Any]]
+StepReturn = tuple[np.ndarray, float, bool, bool, dict[str, Any]]
+
+
+def load_world_model(world_model: str | os.PathLike | WorldModel, device: str | torch.device = "auto") -> WorldModel:
+    """A `WorldModel` as given (on its own device), or loaded from a bundled name, file or run dir."""
+    if isinstance(world_model, WorldModel):
+        if str(device) != "auto" and torch.device(device).type != world_model.device.type:
+            raise ValueError(
+                f"the world model is on {world_model.device} but device={str(device)!r}: "
+                f"move it first (world_model.to({str(device)!r})) or pass device='auto'"
+            )
+        return world_model
+    return WorldModel.load(world_model, device)
+
+
+def latent_space(world_model: WorldModel) -> spaces.Box:
+    """The latent observation space: float32 (K*D,) in [-1, 1], the tokenizer's tanh range."""
+    c = world_model.dynamics_config
+    return spaces.Box(-1.0, 1.0, (c.latent_tokens * c.latent_dim,), np.float32)
+
+
+@dataclass
+class ImaginedSteps:
+    """One step of some envs of a batch (B of them), as numpy arrays."""
+
+    observations: np.ndarray  # (B, *obs_shape): uint8 frames or float32 latents
+    rewards: np.ndarray  # float64 (B,), from the reward head
+    terminated: np.ndarray  # bool (B,), continue probability < 0.5
+    truncated: np.ndarray  # bool (B,), the step count reached max_episode_steps
+    latents: np.ndarray  # float32 (B, K*D)
+    continue_probs: np.ndarray  # float64 (B,)
+
+
+class ImaginedBatch:
+    """N imagined envs that advance together: one KV cache, each env's latent and step count.
+
+    `ImaginationEnv` is a batch of one and `ImaginationVectorEnv` a batch of N. Methods take
+    the rows (env indices) to act on and one numpy Generator per env of the batch, so each
+    env draws its randomness from its own generator whichever envs act beside it.
+    """
+
+    def __init__(
+        self,
+        world_model: WorldModel,
+        num_envs: int,
+        obs_mode: str = "pixels",
+        num_denoise_steps: int = 4,
+        context_length: int | None = None,
+        max_episode_steps: int | None = None,
+    ) -> None:
+        wm = self.world_model = world_model
+        window = wm.dynamics_config.context_length - 1  # past frames a prediction attends to
+        if obs_mode not in OBS_MODES:
+            raise ValueError(
+                f"obs_mode={obs_mode!r}: use 'pixels' (frames, the real env's space) or 'latent' "
+                "(a flat float32 Box(-1, 1, (K*D,)) of the tokenizer's latents)"
+            )
+        noise.step_level(num_denoise_steps, wm.dynamics_config.k_max)  # raises for a step count the model lacks
+        context_length = window if context_length is None else context_length
+        if not 1 <= context_length <= window:
+            raise ValueError(
+                f"context_length={context_length}: this model attends to {window} past frames; "
+                f"use 1 to {window} (None gives {window})"
+            )
+        max_episode_steps = wm.env_spec.max_episode_steps if max_episode_steps is None else max_episode_steps
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps={max_episode_steps}: use a positive number of steps, or None")
+        self.num_envs, self.obs_mode, self.num_denoise_steps = num_envs, obs_mode, num_denoise_steps
+        self.context_length, self.max_episode_steps = context_length, max_episode_steps
+        self.observation_space = wm.observation_space if obs_mode == "pixels" else latent_space(wm)
+        self.action_space = wm.action_space
+        self.cache = wm.dynamics.new_cache(num_envs)
+        self.latent_shape = (wm.dynamics_config.latent_tokens, wm.dynamics_config.latent_dim)  # (K, D)
+        self.latents = torch.zeros(num_envs, *self.latent_shape, device=wm.device)  # (N, K, D)
+        self.steps = np.zeros(num_envs, dtype=np.int64)
+        self.started = np.zeros(num_envs, dtype=bool)
+        self._datasets: dict[str, EpisodeDataset] = {}
+
+    # ------------------------------------------------------------------ reset
+    def sample_context(self, rng: np.random.Generator, options: dict[str, Any] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context frames (C, *obs_shape) and the C-1 actions between them, on the model's device.
+
+        ``options``: None (a window of the model's bundled start contexts), {"dataset": path}
+        (a window of an episode dataset) or {"context_frames": (C, H, W, 3) uint8,
+        "context_actions": (C-1, A)} (given, e.g. from a real env; C = 1 needs no actions).
+        """
+        wm, c = self.world_model, self.context_length
+        options = dict(options or {})
+        unknown = set(options) - {"dataset", "context_frames", "context_actions"}
+        if unknown or ("dataset" in options and "context_frames" in options):
+            raise ValueError(
+                f"reset options {sorted(options)}: give none, {{'dataset': path}}, or "
+                "{'context_frames': (C, H, W, 3) uint8, 'context_actions': (C-1, A)}"
+            )
+        if "context_actions" in options and "context_frames" not in options:
+            raise ValueError("reset options have context_actions but no context_frames: give both")
+        if "context_frames" in options:
+            return self._given_context(options["context_frames"], options.get("context_actions"))
+        if "dataset" in options:
+            path = os.fspath(options["dataset"])
+            if path not in self._datasets:
+                self._datasets[path] = EpisodeDataset(path)
+            dataset = self._datasets[path]
+            long_enough = np.flatnonzero(dataset.lengths + 1 >= c)
+            if len(long_enough) == 0:
+                raise ValueError(f"no episode of {path} has {c} frames: pass a smaller context_length")
+            i = int(long_enough[rng.integers(len(long_enough))])
+            start = int(rng.integers(dataset.lengths[i] + 2 - c))
+            frames = wm.check_frames(dataset.read(i, "frames", start, start + c), f"frames of {path}")
+            actions = dataset.read(i, "actions", start, start + c - 1).reshape(c - 1, *wm.action_space.shape)
+            return frames, wm.check_actions(actions, (c - 1,), f"actions of {path}")
+        starts, available = wm.start_frames, (wm.start_frames.shape[1] if wm.start_frames.dim() > 1 else 0)
+        if available < c:
+            raise ValueError(
+                f"this world model bundles {len(starts) if available else 0} start contexts of {available} frames, "
+                f"fewer than context_length={c}: pass a smaller context_length, or reset with "
+                "options={'dataset': path} or {'context_frames': ..., 'context_actions': ...}"
+            )
+        i, start = int(rng.integers(len(starts))), int(rng.integers(available - c + 1))
+        return starts[i, start : start + c], wm.check_actions(wm.start_actions[i, start : start + c - 1], (c - 1,))
+
+    def _given_context(self, frames, actions) -> tuple[torch.Tensor, torch.Tensor]:
+        wm = self.world_model
+        frames = wm.check_frames(frames, "context_frames")
+        obs_shape = wm.observation_space.shape
+        if frames.dim() != len(obs_shape) + 1 or len(frames) == 0:
+            raise ValueError(
+                f"context_frames have shape {tuple(frames.shape)}: give (C, {', '.join(map(str, obs_shape))}) "
+                "with C >= 1, e.g. frame[None] for a single frame"
+            )
+        c = len(frames)
+        if actions is None and c > 1:
+            raise ValueError(f"{c} context_frames need the {c - 1} context_actions taken between them")
+        if actions is None:
+            actions = np.zeros((0, *wm.action_space.shape), dtype=wm.action_space.dtype)
+        if len(actions) != c - 1:
+            raise ValueError(
+                f"{len(actions)} context_actions for {c} context_frames: give C-1 = {c - 1}, "
+                "the action taken after each frame but the last"
+            )
+        return frames, wm.check_actions(actions, (c - 1,), "context_actions")
+
+    @torch.no_grad()
+    def reset(self, rows: np.ndarray, rngs: Sequence[np.random.Generator], options: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Start envs ``rows`` (int (B,)) from context; each draws its context, then its noise.
+
+        Returns the first observations (B, *obs_shape) (the last context frame, or its
+        latents) and latents float32 (B, K*D).
+        """
+        wm = self.world_model
+        frames, actions, noise_ctx = [], [], []
+        for row in rows:
+            context_frames, context_actions = self.sample_context(rngs[row], options)
+            frames.append(context_frames), actions.append(context_actions)
+            noise_ctx.append(rngs[row].standard_normal((len(context_frames), *self.latent_shape), dtype=np.float32))
+        frames, actions = torch.stack(frames), torch.stack(actions)  # (B, C, *obs_shape), (B, C-1, ...)
+        z = wm.encode(frames)  # (B, C, K, D)
+        per_frame_actions, action_mask = wm.context_inputs(actions, frames.shape[1])
+        index = torch.as_tensor(rows, device=wm.device)
+        wm.dynamics.prefill(self.cache, index, z, per_frame_actions, action_mask, torch.from_numpy(np.stack(noise_ctx)).to(wm.device))
+        self.latents[index] = z[:, -1]
+        self.steps[rows], self.started[rows] = 0, True
+        latents = rearrange(z[:, -1], "b k d -> b (k d)").cpu().numpy()
+        observations = frames[:, -1].cpu().numpy() if self.obs_mode == "pixels" else latents.copy()
+        return observations, latents
+
+    # ------------------------------------------------------------------ step
+    @torch.no_grad()
+    def step(self, rows: np.ndarray, actions: torch.Tensor, rngs: Sequence[np.random.Generator]) -> ImaginedSteps:
+        """Advance envs ``rows`` (int (B,)) by one imagined step; actions (B, A) checked by the model."""
+        wm = self.world_model
+        shape = (self.num_denoise_steps + 1, *self.latent_shape)
+        noise_steps = torch.from_numpy(np.stack([rngs[row].standard_normal(shape, dtype=np.float32) for row in rows]))
+        index = torch.as_tensor(rows, device=wm.device)
+        z, reward, continue_prob = wm.dynamics.imagine_step(self.cache, index, actions, noise_steps.to(wm.device))
+        z = z.clamp(-1, 1)  # the last Euler step returns z0_hat up to rounding; keep the space's bounds exact
+        self.latents[index] = z
+        self.steps[rows] += 1
+        latents = rearrange(z, "b k d -> b (k d)").cpu().numpy()
+        observations = wm.decode(z).cpu().numpy() if self.obs_mode == "pixels" else latents.copy()
+        continue_probs = continue_prob.double().cpu().numpy()
+        limit = self.max_episode_steps
+        return ImaginedSteps(
+            observations=observations,
+            rewards=reward.double().cpu().numpy(),
+            terminated=continue_probs < 0.5,
+            truncated=self.steps[rows] >= limit if limit is not None else np.zeros(len(rows), dtype=bool),
+            latents=latents,
+            continue_probs=continue_probs,
+        )
+
+    @torch.no_grad()
+    def render(self, rows: np.ndarray) -> np.ndarray:
+        """Decoded current frames uint8 (B, H, W, 3) of envs ``rows`` (after a reset: the
+        tokenizer's reconstruction of the last context frame)."""
+        return self.world_model.decode(self.latents[torch.as_tensor(rows, device=self.world_model.device)]).cpu().numpy()
+
+
+class ImaginationEnv(gym.Env[np.ndarray, np.ndarray]):
+    """A world model's imagined twin of a real env, with the same spaces (pixels) or latents.
+
+    Observations: ``obs_mode="pixels"``: decoded frames in the real env's observation space
+    (uint8 (H, W, 3)); ``"latent"``: float32 (K*D,) in [-1, 1], as `LatentObservation` gives
+    for a real env. Actions: the real env's action space; a Box action out of bounds is
+    clipped, as the real DMC env does; a wrong shape, NaN or infinity raises ValueError.
+    Reward: the reward head's prediction (float). ``terminated``: continue probability
+    < 0.5. ``truncated``: the step count reached ``max_episode_steps``. ``info``: "latent"
+    float32 (K*D,) and (after a step) "continue_prob" float.
+
+    Reset (see `ImaginedBatch.sample_context`): by default a window of ``context_length``
+    frames from the model's bundled real start contexts; ``options={"dataset": path}`` a
+    window of an episode dataset; ``options={"context_frames": frames, "context_actions":
+    actions}`` a context of C frames (C-1 actions; none for C = 1) from a real env. The
+    first observation is the last context frame (pixels) or its latents.
+
+    Args:
+        world_model: a `WorldModel`, a bundled name ("cartpole-swingup"), a .safetensors
+            file or a training run directory.
+        obs_mode: "pixels" or "latent".
+        num_denoise_steps: shortcut sampling steps per env step, a power of two <= k_max.
+        context_length: frames of context at a sampled reset (default: the model's
+            context_length - 1, all it attends to).
+        max_episode_steps: truncation limit (default: the real env's, from the model).
+            Through ``gym.make`` Gymnasium takes this argument for a TimeLimit wrapper,
+            which can only shorten episodes; construct the env directly to lengthen them.
+        device: "auto" (cuda when available), "cpu", "cuda", ... (a given `WorldModel`
+            stays where it is).
+        render_mode: "rgb_array" (`render()` returns the decoded current frame) or None.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": RENDER_FPS}
+
+    def __init__(
+        self,
+        world_model: str | os.PathLike | WorldModel,
+        obs_mode: str = "pixels",
+        num_denoise_steps: int = 4,
+        context_length: int | None = None,
+        max_episode_steps: int | None = None,
+        device: str | torch.device = "auto",
+        render_mode: str | None = "rgb_array",
+    ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode={render_mode!r}: use 'rgb_array' or None")
+        self.world_model = load_world_model(world_model, device)
+        self._batch = ImaginedBatch(self.world_model, 1, obs_mode, num_denoise_steps, context_length, max_episode_steps)
+        self.observation_space, self.action_space = self._batch.observation_space, self._batch.action_space
+        self.obs_mode, self.num_denoise_steps = obs_mode, num_denoise_steps
+        self.context_length, self.max_episode_steps = self._batch.context_length, self._batch.max_episode_steps
+        self.render_mode = render_mode
+        self._row = np.zeros(1, dtype=np.int64)
+
+    @torch.no_grad()
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> ResetReturn:
+        super().reset(seed=seed)
+        observations, latents = self._batch.reset(self._row, [self.np_random], options)
+        return observations[0], {"latent": latents[0]}
+
+    @torch.no_grad()
+    def step(self, action: np.ndarray) -> StepReturn:
+        if not self._batch.started[0]:
+            raise ResetNeeded("call reset() before step(): an imagined episode starts from a context")
+        actions = self.world_model.check_actions(action, (), "actions")[None]
+        out = self._batch.step(self._row, actions, [self.np_random])
+        info = {"latent": out.latents[0], "continue_prob": float(out.continue_probs[0])}
+        return out.observations[0], float(out.rewards[0]), bool(out.terminated[0]), bool(out.truncated[0]), info
+
+    def render(self) -> np.ndarray | None:
+        """The decoded current frame, uint8 (H, W, 3), or None when render_mode is None."""
+        if self.render_mode is None:
+            return None
+        if not self._batch.started[0]:
+            raise ResetNeeded("call reset() before render(): there is no frame yet")
+        return self._batch.render(self._row)[0]
+
+
+class ImaginationVectorEnv(VectorEnv):
+    """``num_envs`` imagined envs in one batch: each denoising pass is one model call for all.
+
+    Spaces, observations, rewards and flags as `ImaginationEnv`, batched (rewards float64,
+    flags bool, infos "latent" (N, K*D) and "continue_prob" (N,) with Gymnasium's "_key"
+    masks). ``reset(seed=s)`` seeds env i with s + i (or ``seed=[...]``, one per env), as
+    ``gym.make_vec`` does, and each env has its own generator, so the envs replay the
+    episodes of single `ImaginationEnv`s with those seeds.
+
+    Autoreset (``metadata["autoreset_mode"]``): ``AutoresetMode.NEXT_STEP`` (default): the
+    step after an env is done resets it (default context) and returns its first
+    observation with reward 0, not done. ``AutoresetMode.DISABLED``: reset done envs with
+    ``reset(options={"reset_mask": mask})`` (bool (N,)) before stepping again; the other
+    envs keep their state.
+
+    Args:
+        num_envs: number of envs N.
+        autoreset_mode: an `AutoresetMode` (or its value, "NextStep" or "Disabled").
+        Others: as `ImaginationEnv`; ``max_episode_steps`` passes through ``make_vec``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": RENDER_FPS, "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int,
+        world_model: str | os.PathLike | WorldModel,
+        obs_mode: str = "pixels",
+        num_denoise_steps: int = 4,
+        context_length: int | None = None,
+        max_episode_steps: int | None = None,
+        device: str | torch.device = "auto",
+        render_mode: str | None = "rgb_array",
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs={num_envs}: use 1 or more")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode={render_mode!r}: use 'rgb_array' or None")
+        autoreset_mode = AutoresetMode(autoreset_mode)
+        if autoreset_mode == AutoresetMode.SAME_STEP:
+            raise ValueError(
+                "autoreset_mode=SAME_STEP is not supported: use NEXT_STEP or DISABLED "
+                "(imaginegym.sb3_vec_env.ImaginationSB3VecEnv gives same-step resets for Stable-Baselines3)"
+            )
+        self.world_model = load_world_model(world_model, device)
+        self._batch = ImaginedBatch(self.world_model, num_envs, obs_mode, num_denoise_steps, context_length, max_episode_steps)
+        self.num_envs, self.render_mode = num_envs, render_mode
+        self.obs_mode, self.num_denoise_steps = obs_mode, num_denoise_steps
+        self.context_length, self.max_episode_steps = self._batch.context_length, self._batch.max_episode_steps
+        self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
+        self.autoreset_mode = autoreset_mode
+        self.single_observation_space, self.single_action_space = self._batch.observation_space, self._batch.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._rngs: list[np.random.Generator | None] = [None] * num_envs
+        self._observations = np.zeros(self.observation_space.shape, dtype=self.observation_space.dtype)
+        self._done = np.zeros(num_envs, dtype=bool)  # done at the last step, not reset since
+        self._all = np.arange(num_envs)
+
+    @property
+    def np_random(self) -> tuple[np.random.Generator, ...]:
+        """Each env's generator (created unseeded on first use, like `gym.Env.np_random`)."""
+        return tuple(self._rng(i) for i in range(self.num_envs))
+
+    def _rng(self, i: int) -> np.random.Generator:
+        if self._rngs[i] is None:
+            self._rngs[i], _ = seeding.np_random()
+        return self._rngs[i]
+
+    @torch.no_grad()
+    def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None) -> ResetReturn:
+        """Reset all envs, or those of ``options["reset_mask"]``; other options as `ImaginationEnv`."""
+        n = self.num_envs
+        seeds = [None] * n if seed is None else [seed + i for i in range(n)] if isinstance(seed, int) else list(seed)
+        if len(seeds) != n:
+            raise ValueError(f"{len(seeds)} seeds for {n} envs: give one int (env i gets seed + i) or {n} seeds")
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)
+        if mask is None:
+            mask = np.ones(n, dtype=bool)
+        mask = np.asarray(mask)
+        if mask.shape != (n,) or mask.dtype != np.bool_ or not mask.any():
+            raise ValueError(
+                f"reset_mask {mask!r}: give a bool numpy array of shape ({n},) with True for each env to reset"
+            )
+        rows = np.flatnonzero(mask)
+        for i in rows:
+            if seeds[i] is not None:
+                self._rngs[i], _ = seeding.np_random(seeds[i])
+        observations, latents = self._batch.reset(rows, self.np_random, options)
+        self._observations[rows] = observations
+        self._done[rows] = False
+        all_latents = np.zeros((n, latents.shape[1]), dtype=np.float32)
+        all_latents[rows] = latents
+        return self._observations.copy(), {"latent": all_latents, "_latent": mask.copy()}
+
+    @torch.no_grad()
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        n = self.num_envs
+        if not self._batch.started.all():
+            raise ResetNeeded(f"envs {np.flatnonzero(~self._batch.started).tolist()} were never reset: call reset() before step()")
+        if self.autoreset_mode == AutoresetMode.DISABLED and self._done.any():
+            raise ValueError(
+                f"envs {np.flatnonzero(self._done).tolist()} are done and autoreset_mode is DISABLED: "
+                "reset them with reset(options={'reset_mask': terminated | truncated}) first"
+            )
+        actions = self.world_model.check_actions(actions, (n,), "actions")
+        rewards, continue_probs = np.zeros(n), np.zeros(n)
+        terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        latents = np.zeros((n, int(np.prod(self._batch.latent_shape))), dtype=np.float32)
+        resets, steps = np.flatnonzero(self._done), np.flatnonzero(~self._done)
+        if len(resets):  # NEXT_STEP autoreset: reward 0, not done
+            self._observations[resets], latents[resets] = self._batch.reset(resets, self.np_random, None)
+        if len(steps):
+            out = self._batch.step(steps, actions[torch.as_tensor(steps, device=actions.device)], self.np_random)
+            self._observations[steps], latents[steps] = out.observations, out.latents
+            rewards[steps], continue_probs[steps] = out.rewards, out.continue_probs
+            terminated[steps], truncated[steps] = out.terminated, out.truncated
+        self._done = terminated | truncated
+        stepped = np.zeros(n, dtype=bool)
+        stepped[steps] = True
+        infos = {"latent": latents, "_latent": np.ones(n, dtype=bool), "continue_prob": continue_probs, "_continue_prob": stepped}
+        return self._observations.copy(), rewards, terminated, truncated, infos
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """Each env's decoded current frame, uint8 (H, W, 3), or None when render_mode is None."""
+        if self.render_mode is None:
+            return None
+        if not self._batch.started.all():
+            raise ResetNeeded("call reset() before render(): there are no frames yet")
+        return tuple(self._batch.render(self._all))
+
+
+class LatentObservation(gym.ObservationWrapper):
+    """A real env whose observations are the world model's latents, as in imagination.
+
+    Each frame is encoded by the tokenizer into float32 (K*D,) in [-1, 1], the observation
+    space of ``ImaginationEnv(obs_mode="latent")``, so one policy runs in both:
+
+        real = LatentObservation(gym.make("imaginegym/DMC-v0", **wm.env_spec.env_kwargs), wm)
+    """
+
+    def __init__(self, env: gym.Env, world_model: str | os.PathLike | WorldModel, device: str | torch.device = "auto") -> None:
+        super().__init__(env)
+        self.world_model = load_world_model(world_model, device)
+        expected = self.world_model.observation_space
+        if env.observation_space != expected:
+            raise ValueError(
+                f"the env observes {env.observation_space} but the world model was trained on {expected}: "
+                "make the env with the model's settings, e.g. gym.make(wm.env_spec.env_id, **wm.env_spec.env_kwargs)"
+            )
+        self.observation_space = latent_space(self.world_model)
+
+    @torch.no_grad()
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        z = self.world_model.encode(observation[None])[0]  # (K, D)
+        return rearrange(z, "k d -> (k d)").float().cpu().numpy()

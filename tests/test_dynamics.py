@@ -1,0 +1,138 @@
+"""Dynamics: block-causal attention, KV-cached imagination equal to full recomputation, heads, loss."""
+
+import pytest
+import torch
+
+from imaginegym.models import noise
+from imaginegym.models.dynamics import Dynamics, DynamicsConfig, sliding_causal_mask
+from imaginegym.models.shortcut import ShortcutConfig, shortcut_forcing_loss
+
+
+def tiny(action_kind="box", context_length=5, **kw):
+    torch.manual_seed(0)
+    config = DynamicsConfig(latent_tokens=3, latent_dim=8, action_kind=action_kind, action_dim=2 if action_kind == "box" else 5,
+                            width=32, depth=2, heads=2, context_length=context_length, k_max=8, **kw)
+    return Dynamics(config).eval()
+
+
+def inputs(model, b=2, t=4):
+    z = torch.randn(b, t, 3, 8)
+    tau = torch.rand(b, t)
+    level = torch.zeros(b, t, dtype=torch.long)
+    if model.config.action_kind == "box":
+        actions = torch.randn(b, t, 2)
+    else:
+        actions = torch.randint(0, 5, (b, t))
+    mask = torch.ones(b, t, dtype=torch.bool)
+    return z, tau, level, actions, mask
+
+
+@pytest.mark.parametrize("kind", ["box", "discrete"])
+def test_frames_do_not_see_the_future(kind):
+    model = tiny(kind)
+    z, tau, level, actions, mask = inputs(model)
+    before = model(z, tau, level, actions, mask)[0]
+    z2 = z.clone()
+    z2[:, -1] += 1.0  # change only the last frame
+    after = model(z2, tau, level, actions, mask)[0]
+    assert torch.allclose(before[:, :-1], after[:, :-1], atol=1e-6)
+    assert not torch.allclose(before[:, -1], after[:, -1])
+
+
+def test_sliding_window_limits_what_a_frame_sees():
+    mask = sliding_causal_mask(5, 2)
+    assert mask.tolist()[4] == [False, False, False, True, True]
+
+
+def test_no_action_embedding_is_used_where_mask_is_false():
+    model = tiny()
+    z, tau, level, actions, mask = inputs(model)
+    mask[:, 0] = False
+    out1 = model(z, tau, level, actions, mask)[0]
+    actions2 = actions.clone()
+    actions2[:, 0] = 99.0  # ignored where there is no action
+    assert torch.allclose(out1, model(z, tau, level, actions2, mask)[0])
+
+
+def test_kv_cached_imagination_equals_full_recomputation():
+    """Prefill + cached passes give what one forward over the whole window gives."""
+    model = tiny(context_length=6)
+    b, c = 2, 3
+    z, _, _, actions, mask = inputs(model, b, c + 1)
+    mask[:, 0] = False
+    cache = model.new_cache(b)
+    rows = torch.arange(b)
+    zero = torch.zeros_like(z[:, :c])
+    model.prefill(cache, rows, z[:, :c], actions[:, :c], mask[:, :c], zero)
+    cached = model._cached_pass(cache, rows, z[:, c:], 0.5, 1, actions[:, c:], mask[:, c:], commit=False)
+    tau = torch.cat([torch.full((b, c), noise.TAU_CTX), torch.full((b, 1), 0.5)], 1)
+    level = torch.cat([torch.zeros(b, c, dtype=torch.long), torch.ones(b, 1, dtype=torch.long)], 1)
+    z_in = torch.cat([(1 - noise.TAU_CTX) * z[:, :c], z[:, c:]], 1)
+    full = model(z_in, tau, level, actions, mask)
+    for got, want in zip(cached, full):
+        assert torch.allclose(got[:, 0], want[:, -1], atol=1e-5)
+
+
+def test_cache_is_a_ring_buffer_of_constant_size_and_rows_are_independent():
+    model = tiny(context_length=4)
+    cache = model.new_cache(3)
+    shape = tuple(cache.k.shape)
+    rows = torch.arange(3)
+    model.prefill(cache, rows, torch.randn(3, 2, 3, 8), torch.randn(3, 2, 2), torch.ones(3, 2, dtype=torch.bool), torch.zeros(3, 2, 3, 8))
+    torch.manual_seed(1)
+    noise_steps = torch.randn(3, 5, 3, 8)
+    for _ in range(20):
+        z, r, p = model.imagine_step(cache, rows, torch.randn(3, 2), noise_steps)
+        assert z.abs().max() <= 1 and torch.isfinite(r).all() and ((p >= 0) & (p <= 1)).all()
+    assert tuple(cache.k.shape) == shape and cache.valid.all() and cache.time.tolist() == [22] * 3
+    # stepping only row 1 leaves rows 0 and 2 untouched
+    k_before = cache.k.clone()
+    model.imagine_step(cache, torch.tensor([1]), torch.randn(1, 2), noise_steps[:1])
+    assert torch.equal(cache.k[:, [0, 2]], k_before[:, [0, 2]]) and not torch.equal(cache.k[:, 1], k_before[:, 1])
+    assert cache.time.tolist() == [22, 23, 22]
+
+
+def test_batched_step_matches_single_env_steps():
+    model = tiny()
+    ctx = torch.randn(2, 3, 3, 8), torch.randn(2, 3, 2), torch.ones(2, 3, dtype=torch.bool), torch.zeros(2, 3, 3, 8)
+    action, noise_steps = torch.randn(2, 2), torch.randn(2, 5, 3, 8)
+    both = model.new_cache(2)
+    model.prefill(both, torch.arange(2), *ctx)
+    z_both = model.imagine_step(both, torch.arange(2), action, noise_steps)[0]
+    one = model.new_cache(1)
+    model.prefill(one, torch.arange(1), *(x[1:] for x in ctx))
+    z_one = model.imagine_step(one, torch.arange(1), action[1:], noise_steps[1:])[0]
+    assert torch.allclose(z_both[1], z_one[0], atol=1e-5)
+
+
+def test_shortcut_forcing_loss_trains_every_part():
+    torch.manual_seed(0)
+    model = tiny(context_length=4).train()
+    b, t = 8, 4
+    batch = {
+        "latents": torch.rand(b, t, 3, 8) * 2 - 1, "actions": torch.randn(b, t, 2),
+        "action_mask": torch.ones(b, t, dtype=torch.bool), "rewards": torch.rand(b, t),
+        "terminated": torch.zeros(b, t, dtype=torch.bool),
+    }
+    batch["action_mask"][:, 0] = False
+    loss, metrics = shortcut_forcing_loss(model, batch, ShortcutConfig(bootstrap_fraction=0.25))
+    assert {"flow", "bootstrap", "reward", "continue", "loss"} <= set(metrics)
+    loss.backward()
+    assert model.step_embed.weight.grad[1:].abs().sum() > 0  # coarse step sizes get trained
+    assert model.reward_head[-1].weight.grad.abs().sum() > 0
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(60):
+        loss, metrics = shortcut_forcing_loss(model, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        first = first if first is not None else float(metrics["flow"])
+    assert float(metrics["flow"]) < 0.5 * first
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="action_kind"):
+        DynamicsConfig(action_kind="multi")
+    with pytest.raises(ValueError, match="power of two"):
+        DynamicsConfig(k_max=48)

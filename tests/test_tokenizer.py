@@ -1,0 +1,100 @@
+"""Tokenizers: shapes, tanh range, learning, masked-autoencoder curriculum, LPIPS fallback."""
+
+import warnings
+
+import pytest
+import torch
+
+from imaginegym import metrics
+from imaginegym.models.tokenizer import TokenizerConfig, float_to_pixels, make_tokenizer, pixels_to_float
+
+
+@pytest.mark.parametrize("config", [
+    TokenizerConfig(kind="cnn", image_size=16, channels=(8, 8), latent_channels=4, token_patch=2),
+    TokenizerConfig(kind="transformer", image_size=16, patch_size=4, width=32, depth=1, heads=2, num_latents=3, latent_dim=8),
+])
+def test_pixel_tokenizers_round_trip_shapes_and_range(config):
+    tok = make_tokenizer(config)
+    frames = torch.randint(0, 256, (2, 3, 16, 16, 3), dtype=torch.uint8)
+    z = tok.encode(frames)
+    assert z.shape == (2, 3, config.latent_tokens, config.token_dim)
+    assert z.abs().max() <= 1
+    obs = tok.to_observation(tok.decode(z))
+    assert obs.shape == frames.shape and obs.dtype == torch.uint8
+
+
+def test_cnn_tokenizer_learns_to_reconstruct():
+    torch.manual_seed(0)
+    tok = make_tokenizer(TokenizerConfig(kind="cnn", image_size=16, channels=(16, 16), latent_channels=8, token_patch=2))
+    frames = torch.randint(0, 256, (4, 1, 16, 16, 3), dtype=torch.uint8)
+    frames[..., :8, :] = 0  # some structure
+    optimizer = torch.optim.Adam(tok.parameters(), lr=3e-3)
+    first = None
+    for _ in range(80):
+        loss, m = tok.loss(frames)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        first = first if first is not None else float(m["psnr"])
+    assert float(m["psnr"]) > first + 3
+
+
+def test_transformer_tokenizer_mask_ratio_warms_up_and_is_block_causal():
+    tok = make_tokenizer(TokenizerConfig(kind="transformer", image_size=16, patch_size=4, width=32, depth=1, heads=2,
+                                         num_latents=2, latent_dim=4, mask_ratio_max=0.8, mask_warmup_steps=100))
+    assert tok.mask_ratio_max(0) == 0 and tok.mask_ratio_max(50) == pytest.approx(0.4) and tok.mask_ratio_max(500) == pytest.approx(0.8)
+    tok.eval()
+    frames = torch.randint(0, 256, (1, 3, 16, 16, 3), dtype=torch.uint8)
+    z = tok.encode(frames)
+    changed = frames.clone()
+    changed[:, 2] = 255 - changed[:, 2]
+    z2 = tok.encode(changed)
+    assert torch.allclose(z[:, :2], z2[:, :2], atol=1e-6)  # past latents never see later frames
+    assert not torch.allclose(z[:, 2], z2[:, 2])
+
+
+@pytest.mark.parametrize("kind", ["mlp", "embedding"])
+def test_vector_and_discrete_tokenizers(kind):
+    torch.manual_seed(0)
+    config = TokenizerConfig(kind=kind, obs_dim=2, num_values=9 if kind == "embedding" else 0, width=32, num_latents=2, latent_dim=4)
+    tok = make_tokenizer(config)
+    obs = torch.randint(0, 9, (16, 2)) if kind == "embedding" else torch.randn(16, 2)
+    optimizer = torch.optim.Adam(tok.parameters(), lr=1e-2)
+    for _ in range(150):
+        loss, m = tok.loss(obs)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    decoded = tok.to_observation(tok.decode(tok.encode(obs)))
+    if kind == "embedding":
+        assert (decoded == obs).float().mean() > 0.9
+        with pytest.raises(ValueError, match=r"\[0, 9\)"):
+            tok.encode(torch.tensor([[9, 0]]))
+    else:
+        assert float(m["mse"]) < 0.05
+
+
+def test_bad_configs_name_the_problem():
+    with pytest.raises(ValueError, match="token_patch"):
+        TokenizerConfig(kind="cnn", image_size=64, channels=(8, 8, 8), token_patch=3)
+    with pytest.raises(ValueError, match="kind"):
+        TokenizerConfig(kind="vqvae")
+    with pytest.raises(ValueError, match="obs_dim"):
+        TokenizerConfig(kind="mlp")
+
+
+def test_pixel_conversions_round_trip():
+    frames = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8)
+    assert torch.equal(float_to_pixels(pixels_to_float(frames)), frames)
+
+
+def test_lpips_absent_warns_once_and_can_be_required(tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics, "lpips_backbone_path", lambda: tmp_path / "missing.pth")
+    monkeypatch.setattr(metrics, "_warned_lpips", False)
+    with pytest.warns(UserWarning, match="LPIPS backbone weights not found"):
+        assert metrics.load_lpips() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert metrics.load_lpips() is None  # said once only
+    with pytest.raises(FileNotFoundError, match="LPIPS"):
+        metrics.load_lpips(required=True)

@@ -1,0 +1,83 @@
+"""Training: the CLI end to end on a tiny dataset, exact resume, DDP replicas, evaluation."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from imaginegym.cli import main
+from imaginegym.models.tokenizer import TokenizerConfig
+from imaginegym.training import tokenizer_trainer
+from imaginegym.training.checkpoint import load_checkpoint, save_checkpoint
+from imaginegym.training.loop import OptimConfig
+from imaginegym.world_model import WorldModel
+
+TINY_FLAGS = [
+    "--tokenizer-image-size", "16", "--tokenizer-channels", "8", "8", "--tokenizer-latent-channels", "4",
+    "--tokenizer-token-patch", "2", "--tokenizer-batch-size", "4", "--tokenizer-warmup-steps", "2",
+    "--dynamics-width", "32", "--dynamics-depth", "1", "--dynamics-heads", "2", "--dynamics-context-length", "4",
+    "--dynamics-k-max", "8", "--dynamics-batch-size", "4", "--dynamics-warmup-steps", "2", "--device", "cpu",
+]
+
+
+def test_train_world_model_cli_then_load_and_evaluate(tiny_dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(run),
+                 "--tokenizer-steps", "6", "--dynamics-steps", "6", *TINY_FLAGS]) == 0
+    assert {"tokenizer.pt", "dynamics.pt", "latents.safetensors", "world_model.safetensors"} <= {p.name for p in run.iterdir()}
+    assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    wm = WorldModel.load(run)
+    assert wm.env_spec.task == "cartpole-swingup" and wm.start_frames.shape[1:] == (3, 16, 16, 3)
+    assert main(["eval", "world-model", str(run), "--data", tiny_dataset, "--horizons", "1", "4", "--context", "4",
+                 "--denoise-steps", "4", "8", "--per-episode", "2", "--device", "cpu"]) == 0
+    results = json.loads((run / "eval" / "results.json").read_text())
+    assert set(results["models"]) == {"imagined_4_steps", "imagined_8_steps", "copy_last_frame", "mean_frame"}
+    assert results["rollouts"] == 6 and (run / "eval" / "rollouts.gif").stat().st_size > 0
+    assert "copy_last_frame" in capsys.readouterr().out
+
+
+def test_training_resumes_exactly(tiny_dataset, tmp_path, monkeypatch):
+    config = TokenizerConfig(image_size=16, channels=(8, 8), latent_channels=4, token_patch=2)
+    optim = OptimConfig(steps=6, batch_size=4, warmup_steps=2, checkpoint_every=3)
+    straight = tokenizer_trainer.train_tokenizer(tiny_dataset, tmp_path / "a", config, optim, "cpu")
+
+    calls = {"n": 0}
+    real = tokenizer_trainer.sample_frames
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # after the checkpoint at step 3 (one call is the image preview)
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tokenizer_trainer, "sample_frames", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tokenizer_trainer.train_tokenizer(tiny_dataset, tmp_path / "b", config, optim, "cpu")
+    monkeypatch.setattr(tokenizer_trainer, "sample_frames", real)
+    assert load_checkpoint(tmp_path / "b" / "tokenizer.pt")[0]["step"] == 3
+    resumed = tokenizer_trainer.train_tokenizer(tiny_dataset, tmp_path / "b", config, optim, "cpu")
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_checkpoints_load_without_unpickling_and_refuse_junk(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", {"w": torch.ones(2), "step": 3}, {"name": "x"})
+    state, config = load_checkpoint(path)
+    assert state["step"] == 3 and config == {"name": "x"}
+    (tmp_path / "junk.pt").write_text("hello")
+    with pytest.raises(ValueError, match="not an imaginegym training checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_torchrun_ddp_two_processes_keep_replicas_identical(tiny_dataset, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+           "-m", "imaginegym.cli", "train", "tokenizer", "--data", tiny_dataset, "--out", str(tmp_path / "ddp"),
+           "--tokenizer-steps", "4", "--tokenizer-checkpoint-every", "2", *TINY_FLAGS[:13], "--device", "cpu"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replicas identical" in result.stdout + result.stderr
+    assert load_checkpoint(tmp_path / "ddp" / "tokenizer.pt")[0]["step"] == 4

@@ -1,0 +1,73 @@
+"""WorldModel: one safetensors file, load by path, errors that name the fix, seeded imagination."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from imaginegym.world_model import WorldModel
+
+
+def test_save_load_round_trip(tiny_world_model, tmp_path):
+    path = tiny_world_model.save(tmp_path / "wm.safetensors")
+    loaded = WorldModel.load(path)
+    assert loaded.env_spec == tiny_world_model.env_spec
+    assert loaded.observation_space == tiny_world_model.observation_space
+    assert torch.equal(loaded.start_frames, tiny_world_model.start_frames)
+    frames = tiny_world_model.start_frames[:1]
+    assert torch.equal(loaded.encode(frames), tiny_world_model.encode(frames))
+    assert not list(tmp_path.glob("*.tmp*"))  # written atomically, nothing left behind
+
+
+def test_imagination_is_seeded_and_shaped(tiny_world_model):
+    wm = tiny_world_model
+    ctx, ctx_actions = wm.start_frames[:2], wm.start_actions[:2]
+    actions = torch.zeros(2, 5, 1)
+    a = wm.imagine(ctx, ctx_actions, actions, 4, torch.Generator().manual_seed(3))
+    b = wm.imagine(ctx, ctx_actions, actions, 4, torch.Generator().manual_seed(3))
+    assert torch.equal(a["frames"], b["frames"]) and a["frames"].shape == (2, 5, 16, 16, 3)
+    assert a["rewards"].shape == (2, 5) and ((a["continues"] >= 0) & (a["continues"] <= 1)).all()
+
+
+def test_missing_model_names_the_choices(tmp_path):
+    with pytest.raises(FileNotFoundError, match="bundled name"):
+        WorldModel.load(tmp_path / "nope.safetensors")
+
+
+def test_foreign_and_old_files_are_refused(tiny_world_model, tmp_path):
+    plain = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(1)}, str(plain))
+    with pytest.raises(ValueError, match="no imaginegym configuration"):
+        WorldModel.load(plain)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a safetensors world model"):
+        WorldModel.load(junk)
+    path = tiny_world_model.save(tmp_path / "wm.safetensors")
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    config = json.loads(meta["imaginegym"])
+    config["format_version"] = 0
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(path)), str(old), metadata={"imaginegym": json.dumps(config)})
+    with pytest.raises(ValueError, match="format 0"):
+        WorldModel.load(old)
+
+
+def test_bad_frames_and_actions_get_clear_errors(tiny_world_model):
+    wm = tiny_world_model
+    with pytest.raises(ValueError, match=r"shape \(2, 32, 32, 3\).*\(\.\.\., 16, 16, 3\)"):
+        wm.encode(np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="dtype torch.float32.*uint8"):
+        wm.encode(np.zeros((2, 16, 16, 3), np.float32))
+    with pytest.raises(ValueError, match=r"expects \(2, 1\)"):
+        wm.check_actions(np.zeros((2, 3), np.float32), (2,))
+    with pytest.raises(ValueError, match="NaN"):
+        wm.check_actions(np.array([[np.nan], [0.0]], np.float32), (2,))
+    clipped = wm.check_actions(np.array([[5.0], [-5.0]], np.float32), (2,))
+    assert clipped.flatten().tolist() == [1.0, -1.0]
