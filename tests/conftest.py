@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
+from imaginegym.envs.headless import use_egl_if_headless
+
+use_egl_if_headless()  # before any test module imports mujoco, so plain `pytest` renders headless too
+
+import numpy as np  # noqa: E402
 import pytest
 import torch
 from gymnasium import spaces

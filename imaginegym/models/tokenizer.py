@@ -131,6 +131,10 @@ class CNNTokenizer(PixelTokenizer):
             layers += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.SiLU()]
         layers.append(nn.Conv2d(widths[-1], 3, 3, padding=1))
         self.decoder = nn.Sequential(*layers)
+        # A learned per-pixel image under the decoder's output: with a fixed camera most pixels
+        # are static background, which a bias image holds exactly, leaving the convolutions the
+        # moving parts.
+        self.background = nn.Parameter(torch.full((3, c.image_size, c.image_size), 0.5))
 
     def encode(self, frames: torch.Tensor, step: int = 0, train: bool = False) -> torch.Tensor:
         """uint8 (..., H, W, 3) -> latents (..., K, D) in [-1, 1]."""
@@ -146,7 +150,7 @@ class CNNTokenizer(PixelTokenizer):
         c = self.config
         g = (c.image_size >> len(c.channels)) // c.token_patch
         grid = rearrange(z.reshape(-1, *z.shape[-2:]), "n (h w) (p1 p2 c) -> n c (h p1) (w p2)", h=g, p1=c.token_patch, p2=c.token_patch)
-        images = self.decoder(grid)
+        images = self.decoder(grid) + self.background
         return images.reshape(*lead, *images.shape[1:])
 
 
