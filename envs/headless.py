@@ -9,11 +9,30 @@ forked after EGL is up inherits a GL state it cannot use.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import multiprocessing
 import os
 import sys
 import warnings
 from multiprocessing.context import SpawnContext
+
+
+def load_llvm_users_before_mesa() -> None:
+    """Load Triton's LLVM before Mesa's, so both can live in one process.
+
+    Mesa renders EGL on the CPU with llvmpipe, which loads its own LLVM. Triton (installed
+    with CUDA builds of torch, and imported by torch's optimizers through torch._dynamo)
+    bundles another; loading Triton's after Mesa's crashes the process with a segmentation
+    fault, while the other order works. Call this before the first EGL context; it loads
+    only Triton's extension (not torch) and does nothing when Triton is absent.
+    """
+    if "triton._C.libtriton" in sys.modules or importlib.util.find_spec("triton") is None:
+        return
+    try:
+        importlib.import_module("triton._C.libtriton")
+    except ImportError:  # a Triton without its compiled core cannot clash either
+        pass
 
 
 def use_egl_if_headless() -> str | None:
@@ -26,10 +45,13 @@ def use_egl_if_headless() -> str | None:
         (a display is present and the variable is unset).
     """
     if "MUJOCO_GL" in os.environ:
+        if os.environ["MUJOCO_GL"] == "egl":
+            load_llvm_users_before_mesa()
         return os.environ["MUJOCO_GL"]
     if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
         return None
     os.environ["MUJOCO_GL"] = "egl"
+    load_llvm_users_before_mesa()
     if "mujoco" in sys.modules:
         warnings.warn(
             "MUJOCO_GL=egl was set after mujoco was imported, so mujoco keeps its default "

@@ -191,3 +191,18 @@ def test_unclosed_env_exits_quietly():
     code = "import gymnasium as gym, imaginegym; gym.make('imaginegym/DMC-v0').reset(seed=0)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and "Exception ignored" not in done.stderr, done.stderr
+
+
+def test_torch_optimizers_work_after_egl_rendering_in_one_process():
+    """Mesa's LLVM (EGL on the CPU) loaded before Triton's used to segfault torch's optimizers."""
+    code = (
+        "import imaginegym, gymnasium as gym\n"
+        "env = gym.make('imaginegym/DMC-v0', task='cartpole-swingup', size=16)\n"
+        "env.reset(seed=0); env.step(env.action_space.sample())\n"
+        "import torch\n"
+        "torch.optim.Adam([torch.nn.Parameter(torch.ones(1))])\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
