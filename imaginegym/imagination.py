@@ -24,15 +24,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from einops import rearrange
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
-from einops import rearrange
 
 from imaginegym.data.store import EpisodeDataset
 from imaginegym.models import noise
+from imaginegym.models.dynamics import KVCache
 from imaginegym.world_model import WorldModel
 
 OBS_MODES = ("pixels", "latent")
@@ -57,6 +58,13 @@ def latent_space(world_model: WorldModel) -> spaces.Box:
     """The latent observation space: float32 (K*D,) in [-1, 1], the tokenizer's tanh range."""
     c = world_model.dynamics_config
     return spaces.Box(-1.0, 1.0, (c.latent_tokens * c.latent_dim,), np.float32)
+
+
+def check_max_episode_steps(steps: int | None) -> int | None:
+    """A positive step limit or None (no limit), else a ValueError."""
+    if steps is not None and steps < 1:
+        raise ValueError(f"max_episode_steps={steps}: use a positive number of steps, or None (no limit)")
+    return steps
 
 
 @dataclass
@@ -102,9 +110,7 @@ class ImaginedBatch:
                 f"context_length={context_length}: this model attends to {window} past frames; "
                 f"use 1 to {window} (None gives {window})"
             )
-        max_episode_steps = wm.env_spec.max_episode_steps if max_episode_steps is None else max_episode_steps
-        if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps={max_episode_steps}: use a positive number of steps, or None")
+        max_episode_steps = check_max_episode_steps(wm.env_spec.max_episode_steps if max_episode_steps is None else max_episode_steps)
         self.num_envs, self.obs_mode, self.num_denoise_steps = num_envs, obs_mode, num_denoise_steps
         self.context_length, self.max_episode_steps = context_length, max_episode_steps
         self.observation_space = wm.observation_space if obs_mode == "pixels" else latent_space(wm)
@@ -191,7 +197,8 @@ class ImaginedBatch:
         frames, actions, noise_ctx = [], [], []
         for row in rows:
             context_frames, context_actions = self.sample_context(rngs[row], options)
-            frames.append(context_frames), actions.append(context_actions)
+            frames.append(context_frames)
+            actions.append(context_actions)
             noise_ctx.append(rngs[row].standard_normal((len(context_frames), *self.latent_shape), dtype=np.float32))
         frames, actions = torch.stack(frames), torch.stack(actions)  # (B, C, *obs_shape), (B, C-1, ...)
         z = wm.encode(frames)  # (B, C, K, D)
@@ -236,7 +243,38 @@ class ImaginedBatch:
         return self.world_model.decode(self.latents[torch.as_tensor(rows, device=self.world_model.device)]).cpu().numpy()
 
 
-class ImaginationEnv(gym.Env[np.ndarray, np.ndarray]):
+class ImaginationSettings:
+    """The settings of an imagined env, read from its batch; max_episode_steps may be changed."""
+
+    _batch: ImaginedBatch
+
+    @property
+    def obs_mode(self) -> str:
+        return self._batch.obs_mode
+
+    @property
+    def num_denoise_steps(self) -> int:
+        return self._batch.num_denoise_steps
+
+    @property
+    def context_length(self) -> int:
+        return self._batch.context_length
+
+    @property
+    def max_episode_steps(self) -> int | None:
+        return self._batch.max_episode_steps
+
+    @max_episode_steps.setter
+    def max_episode_steps(self, steps: int | None) -> None:
+        self._batch.max_episode_steps = check_max_episode_steps(steps)
+
+    @property
+    def kv_cache(self) -> KVCache:
+        """The envs' KV cache: a ring buffer per env, its tensors' shapes fixed at construction."""
+        return self._batch.cache
+
+
+class ImaginationEnv(ImaginationSettings, gym.Env[np.ndarray, np.ndarray]):
     """A world model's imagined twin of a real env, with the same spaces (pixels) or latents.
 
     Observations: ``obs_mode="pixels"``: decoded frames in the real env's observation space
@@ -285,8 +323,6 @@ class ImaginationEnv(gym.Env[np.ndarray, np.ndarray]):
         self.world_model = load_world_model(world_model, device)
         self._batch = ImaginedBatch(self.world_model, 1, obs_mode, num_denoise_steps, context_length, max_episode_steps)
         self.observation_space, self.action_space = self._batch.observation_space, self._batch.action_space
-        self.obs_mode, self.num_denoise_steps = obs_mode, num_denoise_steps
-        self.context_length, self.max_episode_steps = self._batch.context_length, self._batch.max_episode_steps
         self.render_mode = render_mode
         self._row = np.zeros(1, dtype=np.int64)
 
@@ -314,7 +350,7 @@ class ImaginationEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._batch.render(self._row)[0]
 
 
-class ImaginationVectorEnv(VectorEnv):
+class ImaginationVectorEnv(ImaginationSettings, VectorEnv):
     """``num_envs`` imagined envs in one batch: each denoising pass is one model call for all.
 
     Spaces, observations, rewards and flags as `ImaginationEnv`, batched (rewards float64,
@@ -362,8 +398,6 @@ class ImaginationVectorEnv(VectorEnv):
         self.world_model = load_world_model(world_model, device)
         self._batch = ImaginedBatch(self.world_model, num_envs, obs_mode, num_denoise_steps, context_length, max_episode_steps)
         self.num_envs, self.render_mode = num_envs, render_mode
-        self.obs_mode, self.num_denoise_steps = obs_mode, num_denoise_steps
-        self.context_length, self.max_episode_steps = self._batch.context_length, self._batch.max_episode_steps
         self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
         self.autoreset_mode = autoreset_mode
         self.single_observation_space, self.single_action_space = self._batch.observation_space, self._batch.action_space

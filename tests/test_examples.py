@@ -42,3 +42,14 @@ def test_demo(tmp_path):
     assert (len(dataset), dataset.task) == (2, "cartpole-swingup")
     assert iio.imread(tmp_path / "cartpole.gif").shape == (11, 64, 64, 3)
     assert "cartpole.gif" in out
+
+
+def test_real_vs_imagined(tiny_world_model_path, tmp_path):
+    # The tiny model's env_spec makes a 16x16 cartpole-swingup, so the real env matches it.
+    out = run_example(
+        "real_vs_imagined.py", "--world-model", tiny_world_model_path, "--steps", "4", "--context", "3",
+        "--out", str(tmp_path / "side_by_side.gif"),
+    )
+    frames = iio.imread(tmp_path / "side_by_side.gif")
+    assert frames.shape == (5, 16, 32, 3)  # the last context frame and 4 steps, real | imagined
+    assert "side_by_side.gif" in out and "PSNR" in out

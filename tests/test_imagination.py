@@ -1,0 +1,265 @@
+"""ImaginationEnv: Gymnasium and SB3 contracts, reset modes, determinism, errors, long rollouts."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import imaginegym
+from imaginegym.data import DatasetMeta, Episode, write_episode
+from imaginegym.imagination import ImaginationEnv, LatentObservation
+
+from conftest import TINY_SIZE
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models step fastest on one thread (and do not fight other jobs for cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def set_continue(wm, logit: float) -> None:
+    """Make the continue head say `logit` whatever it sees (+: the episode goes on)."""
+    head = wm.dynamics.continue_head[-1]
+    head.weight.data.zero_()
+    head.bias.data.fill_(logit)
+
+
+def rollout(env: gym.Env, seed: int, actions: list) -> list:
+    obs, info = env.reset(seed=seed)
+    out = [(obs, info["latent"])]
+    for action in actions:
+        obs, reward, terminated, truncated, info = env.step(action)
+        out.append((obs, reward, terminated, truncated, info["latent"], info["continue_prob"]))
+    return out
+
+
+@pytest.mark.parametrize("obs_mode", ["pixels", "latent"])
+def test_env_checkers_pass(tiny_world_model, obs_mode):
+    env = gym.make("imaginegym/Imagined-v0", world_model=tiny_world_model, obs_mode=obs_mode).unwrapped
+    check_env(env, skip_render_check=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SB3 warns that 16x16 images are small for its CNN
+        sb3_check_env(env)
+
+
+def test_spaces_match_the_real_env_or_the_latents(tiny_world_model):
+    wm = tiny_world_model
+    pixels = gym.make("imaginegym/Imagined-v0", world_model=wm)
+    assert pixels.observation_space == wm.observation_space == spaces.Box(0, 255, (TINY_SIZE, TINY_SIZE, 3), np.uint8)
+    assert pixels.action_space == wm.action_space
+    latent = gym.make("imaginegym/Imagined-v0", world_model=wm, obs_mode="latent")
+    k, d = wm.dynamics_config.latent_tokens, wm.dynamics_config.latent_dim
+    assert latent.observation_space == spaces.Box(-1, 1, (k * d,), np.float32)
+    obs, info = latent.reset(seed=0)
+    assert obs.shape == (k * d,) and obs.dtype == np.float32 and info["latent"].dtype == np.float32
+
+
+def test_loads_a_model_file_and_names_a_missing_one(tiny_world_model_path, tmp_path):
+    env = gym.make("imaginegym/Imagined-v0", world_model=tiny_world_model_path, device="cpu")
+    assert env.reset(seed=0)[0].shape == (TINY_SIZE, TINY_SIZE, 3)
+    with pytest.raises(FileNotFoundError, match="no world model at"):
+        ImaginationEnv(tmp_path / "missing")
+
+
+def test_step_types_and_info(tiny_world_model):
+    env = ImaginationEnv(tiny_world_model, max_episode_steps=3)
+    env.reset(seed=0)
+    for t in range(3):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        assert obs.shape == (TINY_SIZE, TINY_SIZE, 3) and obs.dtype == np.uint8
+        assert type(reward) is float and type(terminated) is bool and type(truncated) is bool
+        assert type(info["continue_prob"]) is float and 0 <= info["continue_prob"] <= 1
+        assert info["latent"].shape == (64,) and info["latent"].dtype == np.float32
+        assert truncated == (t == 2)  # max_episode_steps
+
+
+def test_terminated_follows_the_continue_head(tiny_world_model):
+    env = ImaginationEnv(tiny_world_model)
+    env.reset(seed=0)
+    set_continue(tiny_world_model, -8.0)
+    _, _, terminated, _, info = env.step(np.zeros(1, np.float32))
+    assert terminated and info["continue_prob"] < 0.01
+    set_continue(tiny_world_model, 8.0)
+    _, _, terminated, _, info = env.step(np.zeros(1, np.float32))
+    assert not terminated and info["continue_prob"] > 0.99
+
+
+@pytest.mark.parametrize("obs_mode", ["pixels", "latent"])
+def test_same_seed_same_episode(tiny_world_model, obs_mode):
+    env = ImaginationEnv(tiny_world_model, obs_mode=obs_mode)
+    actions = [np.array([a], np.float32) for a in np.linspace(-1, 1, 6)]
+    first, again, other = (rollout(env, seed, actions) for seed in (7, 7, 8))
+    for a, b in zip(first, again):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(first[-1][0], other[-1][0])
+
+
+def test_reset_from_given_context_starts_at_its_last_frame(tiny_world_model):
+    wm = tiny_world_model
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (4, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
+    actions = rng.uniform(-1, 1, (3, 1)).astype(np.float32)
+    options = {"context_frames": frames, "context_actions": actions}
+    obs, info = ImaginationEnv(wm).reset(seed=0, options=options)
+    np.testing.assert_array_equal(obs, frames[-1])
+    assert not np.shares_memory(obs, frames)
+    latent_env = ImaginationEnv(wm, obs_mode="latent")
+    obs, info = latent_env.reset(seed=0, options=options)
+    np.testing.assert_allclose(obs, wm.encode(frames[-1]).flatten().numpy(), atol=1e-5)
+    obs, _ = latent_env.reset(seed=0, options={"context_frames": frames[:1]})  # a single frame, no actions
+    np.testing.assert_allclose(obs, wm.encode(frames[0]).flatten().numpy(), atol=1e-5)
+    assert latent_env.step(np.zeros(1, np.float32))[0].shape == (64,)
+
+
+def test_reset_samples_context_windows_from_a_dataset(tiny_world_model, tmp_path):
+    meta = DatasetMeta(
+        env_id="imaginegym/DMC-v0", task="cartpole-swingup", observation_space=tiny_world_model.observation_space,
+        action_space=tiny_world_model.action_space, action_repeat=2, size=TINY_SIZE,
+    )
+    steps = 12
+    frames = np.broadcast_to(np.arange(steps + 1, dtype=np.uint8)[:, None, None, None], (steps + 1, TINY_SIZE, TINY_SIZE, 3))
+    episode = Episode(
+        frames=np.ascontiguousarray(frames), actions=np.zeros((steps, 1), np.float32), rewards=np.zeros(steps, np.float32),
+        terminated=np.zeros(steps, bool), truncated=np.zeros(steps, bool),
+    )
+    write_episode(tmp_path / "data", 0, episode, meta, seed=0, policy="random")
+    env = ImaginationEnv(tiny_world_model, context_length=3)
+    firsts = {int(env.reset(seed=seed, options={"dataset": tmp_path / "data"})[0][0, 0, 0]) for seed in range(30)}
+    assert firsts <= set(range(2, steps + 1)) and len(firsts) > 3  # the last frame of a 3-frame window
+    assert env.step(np.zeros(1, np.float32))[0].shape == (TINY_SIZE, TINY_SIZE, 3)
+
+
+def test_out_of_bounds_actions_are_clipped(tiny_world_model):
+    env = ImaginationEnv(tiny_world_model, obs_mode="latent")
+    clipped = rollout(env, 0, [np.array([5.0], np.float32)])[-1]
+    bound = rollout(env, 0, [np.array([1.0], np.float32)])[-1]
+    np.testing.assert_array_equal(clipped[0], bound[0])
+    assert clipped[1] == bound[1]
+
+
+def test_observations_never_share_memory(tiny_world_model):
+    for obs_mode in ("pixels", "latent"):
+        env = ImaginationEnv(tiny_world_model, obs_mode=obs_mode)
+        obs0, info0 = env.reset(seed=0)
+        obs1, _, _, _, info1 = env.step(np.zeros(1, np.float32))
+        frame0, frame1 = env.render(), env.render()
+        arrays = [obs0, info0["latent"], obs1, info1["latent"], frame0, frame1]
+        assert not any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])
+    assert frame0.shape == (TINY_SIZE, TINY_SIZE, 3) and frame0.dtype == np.uint8
+
+
+def test_render_is_the_decoded_frame(tiny_world_model):
+    env = ImaginationEnv(tiny_world_model)
+    env.reset(seed=0)
+    obs, *_ = env.step(np.zeros(1, np.float32))
+    np.testing.assert_array_equal(env.render(), obs)
+    assert ImaginationEnv(tiny_world_model, render_mode=None).render() is None
+
+
+def test_record_video_writes_an_mp4(tiny_world_model, tmp_path):
+    pytest.importorskip("moviepy")
+    env = gym.wrappers.RecordVideo(
+        ImaginationEnv(tiny_world_model, max_episode_steps=5), str(tmp_path / "videos"), episode_trigger=lambda _: True,
+        disable_logger=True,
+    )
+    env.reset(seed=0)
+    truncated = False
+    while not truncated:
+        *_, truncated, _ = env.step(env.action_space.sample())
+    env.close()
+    videos = list((tmp_path / "videos").glob("*.mp4"))
+    assert len(videos) == 1 and videos[0].stat().st_size > 0
+
+
+def test_long_rollout_stays_bounded_with_a_capped_cache(tiny_world_model):
+    env = ImaginationEnv(tiny_world_model, obs_mode="latent", num_denoise_steps=1, max_episode_steps=10_000)
+    env.reset(seed=0)
+    cache = env.kv_cache
+    shapes = (cache.k.shape, cache.v.shape)
+    c = tiny_world_model.dynamics_config
+    s = tiny_world_model.dynamics.tokens_per_frame
+    assert cache.k.shape == (c.depth, 1, c.heads, (c.context_length - 1) * s, c.width // c.heads)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (10_000, 1)).astype(np.float32)
+    low, high, rewards = np.inf, -np.inf, []
+    for t, action in enumerate(actions):
+        obs, reward, _, truncated, info = env.step(action)
+        low, high = min(low, obs.min()), max(high, obs.max())
+        rewards.append(reward)
+        assert truncated == (t == 9_999)
+    assert -1 <= low and high <= 1 and np.isfinite(rewards).all() and np.abs(rewards).max() < 100
+    assert (cache.k.shape, cache.v.shape) == shapes and int(cache.time[0]) == 10_000 + c.context_length - 1
+
+
+def test_latent_observation_gives_a_real_env_the_same_space(tiny_world_model):
+    frame = np.random.default_rng(0).integers(0, 256, (TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
+
+    class Frames(gym.Env):
+        observation_space = tiny_world_model.observation_space
+        action_space = tiny_world_model.action_space
+
+        def reset(self, *, seed=None, options=None):
+            return frame.copy(), {}
+
+        def step(self, action):
+            return frame.copy(), 0.0, False, False, {}
+
+    real = LatentObservation(Frames(), tiny_world_model)
+    assert real.observation_space == ImaginationEnv(tiny_world_model, obs_mode="latent").observation_space
+    obs, _ = real.reset(seed=0)
+    assert real.observation_space.contains(obs)
+    np.testing.assert_array_equal(obs, tiny_world_model.encode(frame).flatten().numpy())
+    assert imaginegym.LatentObservation is LatentObservation
+    other = Frames()
+    other.observation_space = spaces.Box(0, 255, (8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"trained on Box\(0, 255, \(16, 16, 3\)"):
+        LatentObservation(other, tiny_world_model)
+
+
+def test_errors_name_the_value_and_the_fix(tiny_world_model):
+    wm = tiny_world_model
+    with pytest.raises(ValueError, match="obs_mode='rgb'.*'pixels'.*'latent'"):
+        ImaginationEnv(wm, obs_mode="rgb")
+    for steps in (3, 16, 0):
+        with pytest.raises(ValueError, match=f"num_denoise_steps={steps} must be a power of two"):
+            ImaginationEnv(wm, num_denoise_steps=steps)
+    with pytest.raises(ValueError, match="context_length=6.*use 1 to 5"):
+        ImaginationEnv(wm, context_length=6)
+    env = ImaginationEnv(wm)
+    with pytest.raises(ResetNeeded, match="reset"):
+        env.step(np.zeros(1, np.float32))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape \(2,\), the world model expects \(1,\)"):
+        env.step(np.zeros(2, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(np.array([np.nan], np.float32))
+    frames = np.zeros((3, TINY_SIZE, TINY_SIZE, 3), np.uint8)
+    actions = np.zeros((2, 1), np.float32)
+    with pytest.raises(ValueError, match=r"context_frames have shape \(3, 8, 8, 3\).*expects"):
+        env.reset(options={"context_frames": np.zeros((3, 8, 8, 3), np.uint8), "context_actions": actions})
+    with pytest.raises(ValueError, match="context_frames have dtype torch.float32.*uint8"):
+        env.reset(options={"context_frames": frames.astype(np.float32), "context_actions": actions})
+    with pytest.raises(ValueError, match=r"context_frames have shape \(16, 16, 3\): give \(C, 16, 16, 3\)"):
+        env.reset(options={"context_frames": frames[0]})
+    with pytest.raises(ValueError, match="1 context_actions for 3 context_frames: give C-1 = 2"):
+        env.reset(options={"context_frames": frames, "context_actions": actions[:1]})
+    with pytest.raises(ValueError, match="3 context_frames need the 2 context_actions"):
+        env.reset(options={"context_frames": frames})
+    with pytest.raises(ValueError, match="reset options"):
+        env.reset(options={"frames": frames})
+    wm.start_frames = torch.zeros(0, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="bundles 0 start contexts.*options=\\{'dataset': path\\}"):
+        env.reset(seed=0)
