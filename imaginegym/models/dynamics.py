@@ -50,21 +50,33 @@ def sliding_causal_mask(frames: int, window: int, device=None) -> torch.Tensor:
 class KVCache:
     """Keys and values of the last ``capacity`` frames of each env, in a ring buffer.
 
-    Frame t lives in slot ``t % capacity``; ``valid`` marks filled slots and ``time`` is the
-    index of each env's next frame. Envs of one batch may be at different times.
+    Frame t lives in slot ``t % capacity``; one more slot at the end holds the frame being
+    generated. ``valid`` marks filled slots and ``time`` is the index of each env's next
+    frame. Envs of one batch may be at different times.
     """
 
     def __init__(self, depth: int, batch: int, heads: int, capacity: int, tokens_per_frame: int, head_dim: int, device, dtype):
-        shape = (depth, batch, heads, capacity * tokens_per_frame, head_dim)
+        shape = (depth, batch, heads, (capacity + 1) * tokens_per_frame, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.valid = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
         self.time = torch.zeros(batch, dtype=torch.long, device=device)
         self.capacity = capacity
         self.tokens_per_frame = tokens_per_frame
+        self.batch = batch
+        self.all_rows = torch.arange(batch, device=device)
+
+    def is_all(self, rows: torch.Tensor) -> bool:
+        return len(rows) == self.batch and bool(torch.equal(rows, self.all_rows))
+
+    def layer(self, layer: int, rows: torch.Tensor, everyone: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, H, (capacity + 1) * S, dh) of envs ``rows``: views when all envs step."""
+        if everyone:
+            return self.k[layer], self.v[layer]
+        return self.k[layer][rows], self.v[layer][rows]
 
     def key_mask(self, rows: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 1, capacity * S + S): valid cached tokens, then the new frame's own tokens."""
+        """(B, 1, 1, (capacity + 1) * S): valid cached tokens, then the new frame's own tokens."""
         s = self.tokens_per_frame
         cached = self.valid[rows].repeat_interleave(s, dim=1)
         own = torch.ones(len(rows), s, dtype=torch.bool, device=cached.device)
@@ -168,8 +180,9 @@ class Dynamics(nn.Module):
         cos, sin = rope_angles(repeat(times, "b -> b s", s=s), self.head_dim)
         rope = (cos[:, None], sin[:, None])
         mask = cache.key_mask(rows)
+        everyone = cache.is_all(rows)
         for i, block in enumerate(self.blocks):
-            x, k, v = block.forward_cached(x, rope, cache.k[i][rows], cache.v[i][rows], mask)
+            x, k, v = block.forward_cached(x, rope, *cache.layer(i, rows, everyone), mask)
             if commit:
                 cache.write(i, rows, times[:, None], k, v)
         if commit:
@@ -196,9 +209,9 @@ class Dynamics(nn.Module):
         cos, sin = rope_angles(times.repeat_interleave(s), self.head_dim)
         rope = (cos[None, None], sin[None, None])
         mask = sliding_causal_mask(t, t, x.device).repeat_interleave(s, 0).repeat_interleave(s, 1)
-        empty = x.new_zeros(b, self.config.heads, 0, self.head_dim)
         for i, block in enumerate(self.blocks):
-            x, k, v = block.forward_cached(x, rope, empty, empty, mask)
+            buffer = x.new_zeros(b, self.config.heads, t * s, self.head_dim)
+            x, k, v = block.forward_cached(x, rope, buffer, buffer.clone(), mask)
             cache.write(i, rows, repeat(times, "t -> b t", b=b), k, v)
         cache.valid[rows[:, None], times % cache.capacity] = True
         cache.time[rows] = t

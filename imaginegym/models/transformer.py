@@ -72,10 +72,15 @@ class Block(nn.Module):
         x = x + self.attn.attend(q, k, v, mask)
         return x + self.mlp(self.norm2(x))
 
-    def forward_cached(self, x, rope, past_k, past_v, mask):
-        """x (B, N, W) attends to [past keys | its own keys]; returns (x, k, v) of x's tokens."""
+    def forward_cached(self, x, rope, keys: torch.Tensor, values: torch.Tensor, mask):
+        """x (B, N, W) attends to ``keys``/``values`` (B, H, M, dh), whose last N slots it fills itself.
+
+        Writing into a preallocated buffer (a KV cache with a slot for the frame being
+        generated) avoids concatenating past and new keys at every pass. Returns (x, k, v).
+        """
         q, k, v = self.attn.project(self.norm1(x), rope)
-        keys = torch.cat([past_k, k], dim=2)
-        values = torch.cat([past_v, v], dim=2)
+        n = x.shape[1]
+        keys[:, :, -n:] = k
+        values[:, :, -n:] = v
         x = x + self.attn.attend(q, keys, values, mask)
         return x + self.mlp(self.norm2(x)), k, v
