@@ -36,8 +36,11 @@ def test_collect_episodes(tmp_path):
     assert len(EpisodeDataset(tmp_path / "data")) == 3  # a re-run resumes
 
 
-def test_demo(tmp_path):
-    out = run_example("demo.py", "--episodes", "2", "--steps", "10", "--out", str(tmp_path))
+def test_demo(tmp_path, tiny_world_model_path):
+    # `make demo` uses the bundled model; the tiny one (16x16 frames) keeps this fast
+    out = run_example("demo.py", "--episodes", "2", "--steps", "10", "--out", str(tmp_path),
+                      "--world-model", tiny_world_model_path)
+    assert iio.imread(tmp_path / "real_vs_imagined.gif").shape == (11, 16, 32, 3)
     dataset = EpisodeDataset(tmp_path / "data")
     assert (len(dataset), dataset.task) == (2, "cartpole-swingup")
     assert iio.imread(tmp_path / "cartpole.gif").shape == (11, 64, 64, 3)
