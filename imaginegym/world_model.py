@@ -20,7 +20,7 @@ from safetensors import safe_open
 from torch import nn
 
 from imaginegym.data.atomic import atomic_write
-from imaginegym.data.spaces import space_from_json, space_to_json
+from imaginegym.data.spaces import space_from_json
 from imaginegym.models.dynamics import Dynamics, DynamicsConfig
 from imaginegym.models.tokenizer import TokenizerConfig, make_tokenizer
 

@@ -20,15 +20,6 @@ from imaginegym.imagination import ImaginationEnv, LatentObservation
 from conftest import TINY_SIZE
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models step fastest on one thread (and do not fight other jobs for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def set_continue(wm, logit: float) -> None:
     """Make the continue head say `logit` whatever it sees (+: the episode goes on)."""
     head = wm.dynamics.continue_head[-1]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
@@ -12,24 +11,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 from imaginegym.imagination import ImaginationEnv
 from imaginegym.sb3_vec_env import ImaginationSB3VecEnv
 
-from conftest import TINY_SIZE
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models step fastest on one thread (and do not fight other jobs for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def assert_close(a, b, obs_mode: str) -> None:
-    """Batched and single matmuls differ in the last bits: pixels by a level or two."""
-    if obs_mode == "pixels":
-        assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
-    else:
-        np.testing.assert_allclose(a, b, atol=1e-4)
+from conftest import TINY_SIZE, assert_close_obs
 
 
 @pytest.mark.parametrize("obs_mode", ["pixels", "latent"])
@@ -40,7 +22,7 @@ def test_adapter_matches_dummy_vec_env(tiny_world_model, obs_mode):
     dummy = DummyVecEnv([lambda: ImaginationEnv(**kwargs) for _ in range(n)])
     assert ours.observation_space == dummy.observation_space and ours.action_space == dummy.action_space
     assert ours.seed(3) == dummy.seed(3)
-    assert_close(ours.reset(), dummy.reset(), obs_mode)
+    assert_close_obs(ours.reset(), dummy.reset(), obs_mode)
     for a, b in zip(ours.reset_infos, dummy.reset_infos):
         assert a.keys() == b.keys() == {"latent"}
     rng = np.random.default_rng(0)
@@ -49,7 +31,7 @@ def test_adapter_matches_dummy_vec_env(tiny_world_model, obs_mode):
         actions = rng.uniform(-1, 1, (n, 1)).astype(np.float32)
         obs, rewards, dones, infos = ours.step(actions)
         dummy_obs, dummy_rewards, dummy_dones, dummy_infos = dummy.step(actions)
-        assert_close(obs, dummy_obs, obs_mode)
+        assert_close_obs(obs, dummy_obs, obs_mode)
         assert rewards.dtype == dummy_rewards.dtype and dones.dtype == dummy_dones.dtype
         np.testing.assert_allclose(rewards, dummy_rewards, atol=1e-4)
         np.testing.assert_array_equal(dones, dummy_dones)
@@ -59,7 +41,7 @@ def test_adapter_matches_dummy_vec_env(tiny_world_model, obs_mode):
             assert info["continue_prob"] == pytest.approx(dummy_info["continue_prob"], abs=1e-4)
             np.testing.assert_allclose(info["latent"], dummy_info["latent"], atol=1e-4)
             if "terminal_observation" in info:
-                assert_close(info["terminal_observation"], dummy_info["terminal_observation"], obs_mode)
+                assert_close_obs(info["terminal_observation"], dummy_info["terminal_observation"], obs_mode)
         for info, dummy_info in zip(ours.reset_infos, dummy.reset_infos):
             np.testing.assert_allclose(info["latent"], dummy_info["latent"], atol=1e-4)
         dones_seen += dones.sum()

@@ -5,30 +5,12 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from gymnasium.vector import AutoresetMode
 
 import imaginegym
 from imaginegym.imagination import ImaginationEnv, ImaginationVectorEnv
 
-from conftest import TINY_SIZE
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models step fastest on one thread (and do not fight other jobs for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def assert_close_obs(a: np.ndarray, b: np.ndarray, obs_mode: str) -> None:
-    """Batched and single matmuls differ in the last bits: pixels by a level or two."""
-    if obs_mode == "pixels":
-        assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
-    else:
-        np.testing.assert_allclose(a, b, atol=1e-4)
+from conftest import TINY_SIZE, assert_close_obs
 
 
 @pytest.mark.parametrize("obs_mode", ["pixels", "latent"])
