@@ -83,3 +83,9 @@ def test_denoise_schedule_ends_at_clean():
     schedule = noise.denoise_schedule(4)
     assert schedule[0] == (1.0, 0.25)
     assert schedule[-1][0] - schedule[-1][1] == pytest.approx(0.0)
+
+
+def test_preconditioning_keeps_clean_inputs_and_hands_noise_to_the_network():
+    c_skip, c_out = noise.preconditioning(torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.allclose(c_skip, torch.tensor([1.0, 1.0, 0.0]))
+    assert torch.allclose(c_out, torch.tensor([0.0, 0.5**0.5, 1.0]))

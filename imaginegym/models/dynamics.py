@@ -116,6 +116,27 @@ class Dynamics(nn.Module):
         self.norm = nn.RMSNorm(c.width)
         self.reward_head = nn.Sequential(nn.Linear(c.width, c.width), nn.SiLU(), nn.Linear(c.width, 1))
         self.continue_head = nn.Sequential(nn.Linear(c.width, c.width), nn.SiLU(), nn.Linear(c.width, 1))
+        # Per-dimension statistics of the tokenizer's latents (set from the training data).
+        # Diffusion runs on standardized latents: a fixed camera leaves most latent dims nearly
+        # constant and the moving parts in small fluctuations, which raw unit-variance noise
+        # (even tau_ctx = 0.1 on context frames) would drown.
+        self.register_buffer("latent_mean", torch.zeros(c.latent_tokens, c.latent_dim))
+        self.register_buffer("latent_std", torch.ones(c.latent_tokens, c.latent_dim))
+
+    MIN_LATENT_STD = 0.01
+
+    def set_latent_statistics(self, latents: torch.Tensor) -> None:
+        """Standardize with the mean and std of ``latents`` (N, K, D), raw tokenizer latents."""
+        self.latent_mean.copy_(latents.mean(0))
+        self.latent_std.copy_(latents.std(0).clamp_min(self.MIN_LATENT_STD))
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw latents (..., K, D) in [-1, 1] -> standardized latents, the space diffusion runs in."""
+        return (z - self.latent_mean) / self.latent_std
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Standardized latents -> raw latents, clamped to the tokenizer's tanh range [-1, 1]."""
+        return (z * self.latent_std + self.latent_mean).clamp(-1, 1)
 
     # ---------------------------------------------------------------- tokens in and out
     def embed(self, z_tau, tau, level, actions, action_mask) -> torch.Tensor:
@@ -131,10 +152,11 @@ class Dynamics(nn.Module):
         x = torch.cat([action[:, :, None], level_token[:, :, None], latents], dim=2)
         return x + self.token_type
 
-    def read(self, h: torch.Tensor):
-        """Hidden states (B, T, S, W) -> z0_hat (B, T, K, D), reward (B, T), continue logit (B, T)."""
+    def read(self, h: torch.Tensor, z_tau: torch.Tensor, tau: torch.Tensor):
+        """Hidden states (B, T, S, W) of frames z_tau at tau -> z0_hat (B, T, K, D), reward (B, T), continue logit (B, T)."""
         h = self.norm(h)
-        z0_hat = self.latent_out(h[:, :, 2:])
+        c_skip, c_out = (c[..., None, None] for c in noise.preconditioning(tau))
+        z0_hat = c_skip * z_tau + c_out * self.latent_out(h[:, :, 2:])
         pooled = h.mean(dim=2)
         return z0_hat, self.reward_head(pooled)[..., 0], self.continue_head(pooled)[..., 0]
 
@@ -161,7 +183,7 @@ class Dynamics(nn.Module):
         x = rearrange(self.embed(z_tau, tau, level, actions, action_mask), "b t s w -> b (t s) w")
         for block in self.blocks:
             x = block(x, mask, rope)
-        return self.read(rearrange(x, "b (t s) w -> b t s w", s=s))
+        return self.read(rearrange(x, "b (t s) w -> b t s w", s=s), z_tau, tau)
 
     # ---------------------------------------------------------------- imagination: KV cache
     def new_cache(self, batch: int, device=None, dtype=torch.float32) -> KVCache:
@@ -188,16 +210,17 @@ class Dynamics(nn.Module):
         if commit:
             cache.valid[rows, times % cache.capacity] = True
             cache.time[rows] += 1
-        return self.read(rearrange(x, "b (t s) w -> b t s w", s=s))
+        return self.read(rearrange(x, "b (t s) w -> b t s w", s=s), z, tau)
 
     @torch.no_grad()
     def prefill(self, cache: KVCache, rows: torch.Tensor, z_context, actions, action_mask, noise_ctx) -> None:
-        """Start envs ``rows`` from context frames (B, C, K, D), re-noised to tau_ctx.
+        """Start envs ``rows`` from context frames (B, C, K, D) of raw latents, re-noised to tau_ctx.
 
         Keeps the last ``context_length - 1`` frames; ``noise_ctx`` has the shape of z_context.
         """
         keep = cache.capacity
         z_context, actions, action_mask, noise_ctx = (x[:, -keep:] for x in (z_context, actions, action_mask, noise_ctx))
+        z_context = self.normalize(z_context)
         b, t = z_context.shape[:2]
         s = self.tokens_per_frame
         cache.reset(rows)
@@ -222,8 +245,9 @@ class Dynamics(nn.Module):
 
         actions (B, A) float or (B,) long; noise_steps (B, num_steps + 1, K, D): the initial
         noise, then the noise that re-noises the result to tau_ctx when it enters the cache.
-        Returns z0 (B, K, D) in [-1, 1], reward (B,), continue probability (B,).
+        Returns raw latents z0 (B, K, D) in [-1, 1], reward (B,), continue probability (B,).
         """
+        low, high = self.normalize(-torch.ones_like(self.latent_mean)), self.normalize(torch.ones_like(self.latent_mean))
         num_steps = noise_steps.shape[1] - 1
         level = noise.step_level(num_steps, self.config.k_max)
         actions = actions[:, None]
@@ -231,8 +255,8 @@ class Dynamics(nn.Module):
         z = noise_steps[:, :1]
         for tau, d in noise.denoise_schedule(num_steps):
             z0_hat = self._cached_pass(cache, rows, z, tau, level, actions, action_mask, commit=False)[0]
-            z0_hat = z0_hat.clamp(-1, 1)  # the tokenizer's tanh range
+            z0_hat = torch.maximum(torch.minimum(z0_hat, high), low)  # the tokenizer's tanh range
             z = noise.euler_step(z, z0_hat, torch.tensor(tau), d)
         z_ctx = noise.add_noise(z, torch.full(z.shape[:2], noise.TAU_CTX, device=z.device), noise_steps[:, -1:])
         _, reward, cont = self._cached_pass(cache, rows, z_ctx, noise.TAU_CTX, 0, actions, action_mask, commit=True)
-        return z[:, 0], reward[:, 0], torch.sigmoid(cont[:, 0])
+        return self.denormalize(z[:, 0]), reward[:, 0], torch.sigmoid(cont[:, 0])

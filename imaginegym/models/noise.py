@@ -37,6 +37,19 @@ def loss_weight(tau: Tensor) -> Tensor:
     return 1 - 0.9 * tau
 
 
+def preconditioning(tau: Tensor) -> tuple[Tensor, Tensor]:
+    """``(c_skip, c_out)`` with ``z0_hat = c_skip * z_tau + c_out * F``, for unit-variance latents.
+
+    The network F is the residual the skip leaves (EDM's preconditioning, sigma_data = 1, in
+    this convention): ``c_skip = (1 - tau) / ((1 - tau)^2 + tau^2)``,
+    ``c_out = tau / sqrt((1 - tau)^2 + tau^2)``. At tau = 0 the prediction is the input
+    itself; at tau = 1 it is F alone. Without the skip a network must first learn the
+    identity through its whole depth before it can denoise nearly clean context frames.
+    """
+    denom = (1 - tau) ** 2 + tau**2
+    return (1 - tau) / denom, tau / denom.sqrt()
+
+
 def euler_step(z_tau: Tensor, z0_hat: Tensor, tau: Tensor, d: Tensor | float) -> Tensor:
     """One denoising step of size d: ``z_tau + d * (z0_hat - z_tau) / tau`` (tau > 0)."""
     tau = _expand(tau, z_tau)

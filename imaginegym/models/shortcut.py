@@ -56,12 +56,12 @@ def _frame_losses(model: Dynamics, z0, z0_hat, reward, cont_logit, tau, rewards,
 def shortcut_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig = ShortcutConfig()):
     """Loss on latent windows.
 
-    batch: ``latents`` (B, T, K, D) clean tokens, ``actions`` (B, T, A) or (B, T), ``action_mask``
+    batch: ``latents`` (B, T, K, D) clean raw tokenizer latents, ``actions`` (B, T, A) or (B, T), ``action_mask``
     (B, T) bool, ``rewards`` (B, T) float, ``terminated`` (B, T) bool (conventions of
     ``imaginegym.data``: per frame, the action that led into it and its reward).
     Returns (loss, metrics).
     """
-    z0 = batch["latents"]
+    z0 = model.normalize(batch["latents"])  # diffusion runs on standardized latents
     b, t = z0.shape[:2]
     device = z0.device
     k_max = model.config.k_max

@@ -58,7 +58,9 @@ def train_dynamics(latents: str | Path, out: str | Path, dynamics: DynamicsConfi
     episodes = LatentEpisodes(latents)
     windows = WindowDataset(episodes, dynamics.context_length, frames_key="latents")
     torch.manual_seed(optim.seed)  # the same initial weights on every rank and every run
-    model = Dynamics(dynamics).to(dev)
+    model = Dynamics(dynamics)
+    model.set_latent_statistics(torch.cat([torch.from_numpy(episodes.read(i, "latents")) for i in range(len(episodes))]))
+    model = model.to(dev)
     loop = TrainingLoop(
         "dynamics", model, DynamicsObjective(model, shortcut).to(dev), optim, Path(out),
         {"dynamics": asdict(dynamics), "shortcut": asdict(shortcut), "lengths": asdict(lengths)}, context, dev,
