@@ -13,7 +13,7 @@ from imaginegym.training.flags import add_dataclass_flags, dataclass_from_flags
 from imaginegym.training.loop import OptimConfig
 
 DERIVED = ("latent_tokens", "latent_dim", "action_kind", "action_dim")  # follow from tokenizer and data
-TOKENIZER_OPTIM = {"steps": 3000, "batch_size": 32, "lr": 1e-3, "warmup_steps": 100}
+TOKENIZER_OPTIM = {"steps": 3000, "batch_size": 32, "lr": 1e-3, "warmup_steps": 100, "use_ema": False}
 DYNAMICS_OPTIM = {"steps": 3000, "batch_size": 32, "lr": 5e-4, "warmup_steps": 200}
 
 
@@ -76,7 +76,7 @@ def run_train(args: argparse.Namespace) -> int:
         require_lpips = args.require_lpips
     EpisodeDataset(args.data)  # fail early on a bad --data
     path = train_world_model(
-        args.data, args.out, tokenizer, dataclass_from_flags(OptimConfig, args, "tokenizer") if args.stage == "world-model" else OptimConfig(steps=0),
+        args.data, args.out, tokenizer, dataclass_from_flags(OptimConfig, args, "tokenizer") if args.stage == "world-model" else None,
         dataclass_from_flags(DynamicsConfig, args, "dynamics"), dataclass_from_flags(OptimConfig, args, "dynamics"),
         dataclass_from_flags(ShortcutConfig, args, "dynamics"), dataclass_from_flags(BatchLengths, args, "dynamics"),
         args.device, require_lpips,

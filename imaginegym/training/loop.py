@@ -33,6 +33,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    use_ema: bool = True  # export (and encode with) the EMA weights; else the last weights
     log_every: int = 25
     image_every: int = 500
     checkpoint_every: int = 250
@@ -111,7 +112,9 @@ class TrainingLoop:
         save_checkpoint(self.checkpoint_path, state, {**self.run_config, "optim": asdict(self.config)})
 
     def run(self, next_batch: Callable[[torch.Generator, int], dict], on_image: Callable[[SummaryWriter, int, nn.Module], None] | None = None) -> nn.Module:
-        """Train until ``config.steps``; ``next_batch(generator, step)`` draws a batch. Returns the EMA model."""
+        """Train until ``config.steps``; ``next_batch(generator, step)`` draws a batch.
+
+        Returns the EMA model, or the model itself with ``use_ema=False``."""
         c = self.config
         writer = SummaryWriter(self.out / "tensorboard" / self.name) if self.context.is_main else None
         bar = tqdm(total=c.steps, initial=self.step, desc=f"train {self.name}", disable=not self.context.is_main, dynamic_ncols=True)
@@ -137,9 +140,10 @@ class TrainingLoop:
                 bar.set_postfix({k: f"{float(v):.4g}" for k, v in metrics.items()})
             if writer and on_image and (self.step % c.image_every == 0 or self.step == c.steps):
                 on_image(writer, self.step, self.ema.module)
-            if self.step % c.checkpoint_every == 0 or self.step == c.steps:
+            if self.step % c.checkpoint_every == 0 and self.step < c.steps:
                 self.save()
         bar.close()
+        self.save()  # also records this call's settings (e.g. use_ema) when no step was left to take
         if writer:
             writer.close()
-        return self.ema.module
+        return self.ema.module if c.use_ema else self.model
