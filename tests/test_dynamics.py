@@ -136,3 +136,18 @@ def test_config_rejects_bad_values():
         DynamicsConfig(action_kind="multi")
     with pytest.raises(ValueError, match="power of two"):
         DynamicsConfig(k_max=48)
+
+
+def test_diffusion_runs_on_standardized_latents_and_returns_raw_ones():
+    model = tiny(context_length=4)
+    raw = torch.rand(200, 3, 8) * 0.2 + 0.5  # small fluctuations around an offset, like static background
+    model.set_latent_statistics(raw)
+    standardized = model.normalize(raw)
+    assert torch.allclose(standardized.mean(0), torch.zeros(3, 8), atol=1e-5)
+    assert torch.allclose(standardized.std(0), torch.ones(3, 8), atol=1e-4)
+    assert torch.allclose(model.denormalize(standardized), raw, atol=1e-6)
+    cache = model.new_cache(2)
+    model.prefill(cache, torch.arange(2), raw[:4].reshape(2, 2, 3, 8), torch.randn(2, 2, 2),
+                  torch.ones(2, 2, dtype=torch.bool), torch.randn(2, 2, 3, 8))
+    z, _, _ = model.imagine_step(cache, torch.arange(2), torch.randn(2, 2), torch.randn(2, 5, 3, 8))
+    assert z.min() >= -1 and z.max() <= 1
