@@ -128,7 +128,7 @@ def test_shortcut_forcing_loss_trains_every_part():
         loss.backward()
         optimizer.step()
         first = first if first is not None else float(metrics["flow"])
-    assert float(metrics["flow"]) < 0.5 * first
+    assert float(metrics["flow"]) < 0.7 * first
 
 
 def test_config_rejects_bad_values():

@@ -89,3 +89,15 @@ def test_preconditioning_keeps_clean_inputs_and_hands_noise_to_the_network():
     c_skip, c_out = noise.preconditioning(torch.tensor([0.0, 0.5, 1.0]))
     assert torch.allclose(c_skip, torch.tensor([1.0, 1.0, 0.0]))
     assert torch.allclose(c_out, torch.tensor([0.0, 0.5**0.5, 1.0]))
+
+
+def test_prediction_around_the_previous_frame():
+    torch.manual_seed(0)
+    z_tau, tau = torch.randn(2, 3, 4), torch.tensor([[0.1, 0.5, 1.0], [0.0, 0.2, 0.3]])
+    prior = noise.previous_frame_prior(z_tau, tau)
+    assert torch.equal(prior[:, 0], torch.zeros(2, 4))  # the first frame has none
+    assert torch.allclose(prior[:, 1:], noise.clean_estimate(z_tau, tau)[:, :-1])
+    residual = torch.randn(2, 3, 4)
+    z0_hat = noise.precondition(z_tau, tau, residual, prior)
+    assert torch.allclose(z0_hat[1, 0], z_tau[1, 0])  # tau = 0: the input itself
+    assert torch.allclose(z0_hat[0, 2], prior[0, 2] + residual[0, 2])  # tau = 1: prior + residual

@@ -55,12 +55,14 @@ class KVCache:
     frame. Envs of one batch may be at different times.
     """
 
-    def __init__(self, depth: int, batch: int, heads: int, capacity: int, tokens_per_frame: int, head_dim: int, device, dtype):
+    def __init__(self, depth: int, batch: int, heads: int, capacity: int, tokens_per_frame: int, head_dim: int,
+                 latent_tokens: int, latent_dim: int, device, dtype):
         shape = (depth, batch, heads, (capacity + 1) * tokens_per_frame, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.valid = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
         self.time = torch.zeros(batch, dtype=torch.long, device=device)
+        self.prior = torch.zeros(batch, latent_tokens, latent_dim, device=device, dtype=dtype)  # next frame's prior mean
         self.capacity = capacity
         self.tokens_per_frame = tokens_per_frame
         self.batch = batch
@@ -93,6 +95,7 @@ class KVCache:
     def reset(self, rows: torch.Tensor) -> None:
         self.valid[rows] = False
         self.time[rows] = 0
+        self.prior[rows] = 0
 
 
 class Dynamics(nn.Module):
@@ -152,16 +155,16 @@ class Dynamics(nn.Module):
         x = torch.cat([action[:, :, None], level_token[:, :, None], latents], dim=2)
         return x + self.token_type
 
-    def read(self, h: torch.Tensor, z_tau: torch.Tensor, tau: torch.Tensor):
-        """Hidden states (B, T, S, W) of frames z_tau at tau -> z0_hat (B, T, K, D), reward (B, T), continue logit (B, T)."""
+    def read(self, h: torch.Tensor, z_tau: torch.Tensor, tau: torch.Tensor, prior: torch.Tensor):
+        """Hidden states (B, T, S, W) of frames z_tau at tau (with each frame's prior, see
+        ``noise.precondition``) -> z0_hat (B, T, K, D), reward (B, T), continue logit (B, T)."""
         h = self.norm(h)
-        c_skip, c_out = (c[..., None, None] for c in noise.preconditioning(tau))
-        z0_hat = c_skip * z_tau + c_out * self.latent_out(h[:, :, 2:])
+        z0_hat = noise.precondition(z_tau, tau, self.latent_out(h[:, :, 2:]), prior)
         pooled = h.mean(dim=2)
         return z0_hat, self.reward_head(pooled)[..., 0], self.continue_head(pooled)[..., 0]
 
     # ---------------------------------------------------------------- training: whole windows
-    def forward(self, z_tau, tau, level, actions, action_mask, times=None, frame_mask=None):
+    def forward(self, z_tau, tau, level, actions, action_mask, times=None, frame_mask=None, prior=None):
         """Predict every frame of a window at once.
 
         z_tau (B, T, K, D); tau (B, T) float; level (B, T) long (d = 2**level / k_max);
@@ -169,7 +172,8 @@ class Dynamics(nn.Module):
         action_mask (B, T) bool. ``times`` (T,) are frame indices for RoPE (default 0..T-1)
         and ``frame_mask`` (T, T) bool says which frames each frame attends to (default
         block-causal within a sliding window of ``context_length`` frames, as at inference).
-        Returns z0_hat (B, T, K, D), reward (B, T), continue logits (B, T).
+        ``prior`` (B, T, K, D) is each frame's prior mean (default: the estimate of the frame
+        before it, ``noise.previous_frame_prior``). Returns z0_hat (B, T, K, D), reward (B, T), continue logits (B, T).
         """
         b, t = tau.shape
         s = self.tokens_per_frame
@@ -183,13 +187,16 @@ class Dynamics(nn.Module):
         x = rearrange(self.embed(z_tau, tau, level, actions, action_mask), "b t s w -> b (t s) w")
         for block in self.blocks:
             x = block(x, mask, rope)
-        return self.read(rearrange(x, "b (t s) w -> b t s w", s=s), z_tau, tau)
+        if prior is None:
+            prior = noise.previous_frame_prior(z_tau, tau)
+        return self.read(rearrange(x, "b (t s) w -> b t s w", s=s), z_tau, tau, prior)
 
     # ---------------------------------------------------------------- imagination: KV cache
     def new_cache(self, batch: int, device=None, dtype=torch.float32) -> KVCache:
         device = device or self.no_action.device
         c = self.config
-        return KVCache(c.depth, batch, c.heads, c.context_length - 1, self.tokens_per_frame, self.head_dim, device, dtype)
+        return KVCache(c.depth, batch, c.heads, c.context_length - 1, self.tokens_per_frame, self.head_dim,
+                       c.latent_tokens, c.latent_dim, device, dtype)
 
     def _cached_pass(self, cache: KVCache, rows, z, tau, level, actions, action_mask, commit: bool):
         """One frame per env (z (B, 1, K, D)) against the cache; commit=True stores it as context."""
@@ -207,10 +214,12 @@ class Dynamics(nn.Module):
             x, k, v = block.forward_cached(x, rope, *cache.layer(i, rows, everyone), mask)
             if commit:
                 cache.write(i, rows, times[:, None], k, v)
+        out = self.read(rearrange(x, "b (t s) w -> b t s w", s=s), z, tau, cache.prior[rows][:, None])
         if commit:
             cache.valid[rows, times % cache.capacity] = True
             cache.time[rows] += 1
-        return self.read(rearrange(x, "b (t s) w -> b t s w", s=s), z, tau)
+            cache.prior[rows] = noise.clean_estimate(z, tau)[:, 0]
+        return out
 
     @torch.no_grad()
     def prefill(self, cache: KVCache, rows: torch.Tensor, z_context, actions, action_mask, noise_ctx) -> None:
@@ -238,6 +247,7 @@ class Dynamics(nn.Module):
             cache.write(i, rows, repeat(times, "t -> b t", b=b), k, v)
         cache.valid[rows[:, None], times % cache.capacity] = True
         cache.time[rows] = t
+        cache.prior[rows] = noise.clean_estimate(z_tau[:, -1], tau[:, -1])
 
     @torch.no_grad()
     def imagine_step(self, cache: KVCache, rows: torch.Tensor, actions, noise_steps: torch.Tensor):

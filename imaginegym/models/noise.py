@@ -50,6 +50,31 @@ def preconditioning(tau: Tensor) -> tuple[Tensor, Tensor]:
     return (1 - tau) / denom, tau / denom.sqrt()
 
 
+def previous_frame_prior(z_tau: Tensor, tau: Tensor) -> Tensor:
+    """Per frame, the linear estimate ``c_skip * z_tau`` of the clean previous frame (zeros for the first).
+
+    z_tau (B, T, ...), tau (B, T). Consecutive frames differ little, so this is the prior mean
+    around which ``precondition`` predicts each frame.
+    """
+    estimate = clean_estimate(z_tau, tau)
+    return torch.cat([torch.zeros_like(estimate[:, :1]), estimate[:, :-1]], dim=1)
+
+
+def clean_estimate(z_tau: Tensor, tau: Tensor) -> Tensor:
+    """``c_skip(tau) * z_tau``: the linear least-squares estimate of a unit-variance z0."""
+    return _expand(preconditioning(tau)[0], z_tau) * z_tau
+
+
+def precondition(z_tau: Tensor, tau: Tensor, residual: Tensor, prior: Tensor) -> Tensor:
+    """``z0_hat = prior + c_skip * (z_tau - (1 - tau) * prior) + c_out * residual``.
+
+    The EDM preconditioning around a prior mean: at tau = 0 the prediction is z_tau itself,
+    at tau = 1 it is the prior plus the network's residual (with a zero prior, plain EDM).
+    """
+    c_skip, c_out = (_expand(c, z_tau) for c in preconditioning(tau))
+    return prior + c_skip * (z_tau - (1 - _expand(tau, z_tau)) * prior) + c_out * residual
+
+
 def euler_step(z_tau: Tensor, z0_hat: Tensor, tau: Tensor, d: Tensor | float) -> Tensor:
     """One denoising step of size d: ``z_tau + d * (z0_hat - z_tau) / tau`` (tau > 0)."""
     tau = _expand(tau, z_tau)

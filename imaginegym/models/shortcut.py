@@ -94,6 +94,8 @@ def shortcut_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig =
             [torch.cat([causal, torch.zeros_like(causal)], 1), torch.cat([strict, torch.eye(t, dtype=torch.bool, device=device)], 1)], 0
         )
         times = torch.arange(t, device=device).repeat(2)
+        prior = noise.previous_frame_prior(z_tau[s], tau[s])  # both copies of frame t lean on context frame t-1
+        prior = torch.cat([prior, prior], 1)
         acts = torch.cat([actions[s], actions[s]], 1)
         amask = torch.cat([action_mask[s], action_mask[s]], 1)
 
@@ -101,7 +103,7 @@ def shortcut_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig =
             lvl = torch.round(torch.log2(d_step * k_max)).long().expand(n_boot, t)
             return model(
                 torch.cat([z_tau[s], z_step], 1), torch.cat([tau[s], tau_step], 1),
-                torch.cat([fine[s], lvl], 1), acts, amask, times=times, frame_mask=frame_mask,
+                torch.cat([fine[s], lvl], 1), acts, amask, times=times, frame_mask=frame_mask, prior=prior,
             )
 
         target = noise.bootstrap_target(lambda z, tt, dd: run(z, tt, dd)[0][:, t:], z_t, tau_t, d)
