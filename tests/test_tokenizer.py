@@ -11,6 +11,8 @@ from imaginegym.models.tokenizer import TokenizerConfig, float_to_pixels, make_t
 
 @pytest.mark.parametrize("config", [
     TokenizerConfig(kind="cnn", image_size=16, channels=(8, 8), latent_channels=4, token_patch=2),
+    TokenizerConfig(kind="cnn", image_size=16, channels=(8, 8), latent_channels=4, token_patch=4,
+                    decoder_channels=(16, 8), decoder_upsample="pixel_shuffle"),
     TokenizerConfig(kind="transformer", image_size=16, patch_size=4, width=32, depth=1, heads=2, num_latents=3, latent_dim=8),
 ])
 def test_pixel_tokenizers_round_trip_shapes_and_range(config):
@@ -23,9 +25,11 @@ def test_pixel_tokenizers_round_trip_shapes_and_range(config):
     assert obs.shape == frames.shape and obs.dtype == torch.uint8
 
 
-def test_cnn_tokenizer_learns_to_reconstruct():
+@pytest.mark.parametrize("upsample", ["transposed", "pixel_shuffle"])
+def test_cnn_tokenizer_learns_to_reconstruct(upsample):
     torch.manual_seed(0)
-    tok = make_tokenizer(TokenizerConfig(kind="cnn", image_size=16, channels=(16, 16), latent_channels=8, token_patch=2))
+    tok = make_tokenizer(TokenizerConfig(kind="cnn", image_size=16, channels=(16, 16), latent_channels=8, token_patch=2,
+                                         decoder_upsample=upsample))
     frames = torch.randint(0, 256, (4, 1, 16, 16, 3), dtype=torch.uint8)
     frames[..., :8, :] = 0  # some structure
     optimizer = torch.optim.Adam(tok.parameters(), lr=3e-3)
@@ -79,6 +83,10 @@ def test_bad_configs_name_the_problem():
         TokenizerConfig(kind="cnn", image_size=64, channels=(8, 8, 8), token_patch=3)
     with pytest.raises(ValueError, match="kind"):
         TokenizerConfig(kind="vqvae")
+    with pytest.raises(ValueError, match="decoder_channels"):
+        TokenizerConfig(kind="cnn", image_size=64, channels=(8, 8, 8), decoder_channels=(16, 8))
+    with pytest.raises(ValueError, match="decoder_upsample"):
+        TokenizerConfig(kind="cnn", decoder_upsample="nearest")
     with pytest.raises(ValueError, match="obs_dim"):
         TokenizerConfig(kind="mlp")
 
@@ -98,3 +106,14 @@ def test_lpips_absent_warns_once_and_can_be_required(tmp_path, monkeypatch):
         assert metrics.load_lpips() is None  # said once only
     with pytest.raises(FileNotFoundError, match="LPIPS"):
         metrics.load_lpips(required=True)
+
+
+def test_cnn_decoder_options_keep_old_layouts_and_lists_from_json():
+    """The default decoder keeps the layout of earlier files; JSON lists become tuples."""
+    mirrored = make_tokenizer(TokenizerConfig(kind="cnn", image_size=16, channels=(8, 16), token_patch=2))
+    explicit = make_tokenizer(TokenizerConfig(kind="cnn", image_size=16, channels=[8, 16], token_patch=2, decoder_channels=[16, 8]))
+    assert explicit.config.channels == (8, 16) and explicit.config.decoder_channels == (16, 8)
+    assert {k: v.shape for k, v in mirrored.state_dict().items()} == {k: v.shape for k, v in explicit.state_dict().items()}
+    shuffle = make_tokenizer(TokenizerConfig(kind="cnn", image_size=16, channels=(8, 16), token_patch=2, decoder_upsample="pixel_shuffle"))
+    full_resolution_convs = [m for m in shuffle.decoder if isinstance(m, torch.nn.Conv2d) and m.out_channels == 3]
+    assert not full_resolution_convs  # the last doubling is a pixel shuffle

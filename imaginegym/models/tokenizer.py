@@ -33,6 +33,8 @@ class TokenizerConfig:
     channels: tuple[int, ...] = (32, 64, 128)  # cnn: one stride-2 stage each
     latent_channels: int = 8  # cnn: channels of the latent grid
     token_patch: int = 4  # cnn: side of the grid patch that forms one token
+    decoder_channels: tuple[int, ...] = ()  # cnn: decoder widths from the grid up; () mirrors `channels`
+    decoder_upsample: str = "transposed"  # cnn: last upsampling by "transposed" conv or "pixel_shuffle"
     patch_size: int = 8  # transformer: pixels per patch side
     width: int = 128  # transformer / mlp hidden width
     depth: int = 2  # transformer encoder and decoder depth
@@ -46,10 +48,21 @@ class TokenizerConfig:
     num_values: int = 0  # embedding: values per component
 
     def __post_init__(self):
+        for name in ("channels", "decoder_channels"):  # JSON gives lists
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         kinds = ("cnn", "transformer", "mlp", "embedding")
         if self.kind not in kinds:
             raise ValueError(f"tokenizer kind={self.kind!r}; choose one of {kinds}")
         if self.kind == "cnn":
+            if self.decoder_channels and len(self.decoder_channels) != len(self.channels):
+                raise ValueError(
+                    f"decoder_channels={self.decoder_channels} needs one width per upsampling stage, "
+                    f"{len(self.channels)} like channels={self.channels}, or none to mirror them"
+                )
+            if self.decoder_widths[0] % 8:
+                raise ValueError(f"the decoder's first width {self.decoder_widths[0]} must be a multiple of 8 (GroupNorm)")
+            if self.decoder_upsample not in ("transposed", "pixel_shuffle"):
+                raise ValueError(f"decoder_upsample={self.decoder_upsample!r}; use 'transposed' or 'pixel_shuffle'")
             grid = self.image_size >> len(self.channels)
             if grid << len(self.channels) != self.image_size or grid % self.token_patch:
                 raise ValueError(
@@ -62,6 +75,10 @@ class TokenizerConfig:
             raise ValueError(f"obs_dim={self.obs_dim}: the {self.kind} tokenizer needs the observation size")
         if self.kind == "embedding" and self.num_values < 2:
             raise ValueError(f"num_values={self.num_values}: the embedding tokenizer needs >= 2 values")
+
+    @property
+    def decoder_widths(self) -> tuple[int, ...]:
+        return self.decoder_channels or tuple(reversed(self.channels))
 
     @property
     def latent_tokens(self) -> int:
@@ -125,11 +142,16 @@ class CNNTokenizer(PixelTokenizer):
         self.encoder = nn.Sequential(*layers)
         # The decoder runs at every imagined step in pixels mode, so it does its heavy work at
         # the lowest resolution and only upsamples above it.
-        widths = list(reversed(c.channels))
+        # "pixel_shuffle" makes the last doubling a 3x3 conv to 3 x 2 x 2 channels rearranged into
+        # pixels, so no convolution runs at full resolution (the cheapest decoder per frame).
+        widths = list(c.decoder_widths)
         layers = [nn.Conv2d(c.latent_channels, widths[0], 3, padding=1), nn.SiLU(), _conv_block(widths[0], widths[0])]
-        for cin, cout in zip(widths, widths[1:] + [widths[-1]]):
+        for cin, cout in zip(widths, widths[1:]):
             layers += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.SiLU()]
-        layers.append(nn.Conv2d(widths[-1], 3, 3, padding=1))
+        if c.decoder_upsample == "pixel_shuffle":
+            layers += [nn.Conv2d(widths[-1], 3 * 4, 3, padding=1), nn.PixelShuffle(2)]
+        else:
+            layers += [nn.ConvTranspose2d(widths[-1], widths[-1], 4, stride=2, padding=1), nn.SiLU(), nn.Conv2d(widths[-1], 3, 3, padding=1)]
         self.decoder = nn.Sequential(*layers)
         # A learned per-pixel image under the decoder's output: with a fixed camera most pixels
         # are static background, which a bias image holds exactly, leaving the convolutions the
