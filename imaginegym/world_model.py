@@ -152,7 +152,7 @@ class WorldModel(nn.Module):
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents (..., K, D) -> observations (uint8 frames (..., H, W, 3) for pixels)."""
-        return self.tokenizer.to_observation(self.tokenizer.decode(latents.to(self.device)))
+        return self.tokenizer.decode_observation(latents.to(self.device))
 
     def context_inputs(self, context_actions: torch.Tensor, frames: int):
         """Per-frame actions (B, C, ...) and mask (B, C) from the C-1 actions between C frames."""

@@ -151,3 +151,33 @@ def test_diffusion_runs_on_standardized_latents_and_returns_raw_ones():
                   torch.ones(2, 2, dtype=torch.bool), torch.randn(2, 2, 3, 8))
     z, _, _ = model.imagine_step(cache, torch.arange(2), torch.randn(2, 2), torch.randn(2, 5, 3, 8))
     assert z.min() >= -1 and z.max() <= 1
+
+
+def test_matched_windows_predict_each_frame_from_low_noise_copies():
+    """Matched windows: each predicted frame sees the low-noise copies of earlier frames and itself only."""
+    from imaginegym.models.shortcut import two_copy_frame_mask
+
+    mask = two_copy_frame_mask(4, 3, "cpu")
+    t = 4
+    assert mask[t + 2].tolist() == [True, True, False, False] + [False, False, True, False]
+    assert mask[t + 3].tolist() == [False, True, True, False] + [False, False, False, True]  # window of 3 frames, itself included
+    assert not mask[:t, t:].any()  # context never sees predicted frames
+    torch.manual_seed(0)
+    model = tiny(context_length=4).train()
+    b = 8
+    batch = {
+        "latents": torch.rand(b, t, 3, 8) * 2 - 1, "actions": torch.randn(b, t, 2),
+        "action_mask": torch.ones(b, t, dtype=torch.bool), "rewards": torch.rand(b, t),
+        "terminated": torch.zeros(b, t, dtype=torch.bool),
+    }
+    config = ShortcutConfig(bootstrap_fraction=0.25, matched_fraction=1.0)  # no plain windows at all
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(60):
+        loss, metrics = shortcut_forcing_loss(model, batch, config)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        first = first if first is not None else float(metrics["flow"])
+    assert {"flow", "bootstrap", "reward"} <= set(metrics)
+    assert float(metrics["flow"]) < 0.7 * first

@@ -117,3 +117,17 @@ def test_cnn_decoder_options_keep_old_layouts_and_lists_from_json():
     shuffle = make_tokenizer(TokenizerConfig(kind="cnn", image_size=16, channels=(8, 16), token_patch=2, decoder_upsample="pixel_shuffle"))
     full_resolution_convs = [m for m in shuffle.decoder if isinstance(m, torch.nn.Conv2d) and m.out_channels == 3]
     assert not full_resolution_convs  # the last doubling is a pixel shuffle
+
+
+@pytest.mark.parametrize("upsample", ["transposed", "pixel_shuffle"])
+def test_decode_observation_equals_decode_then_to_observation(upsample):
+    torch.manual_seed(0)
+    tok = make_tokenizer(TokenizerConfig(kind="cnn", image_size=16, channels=(8, 16), latent_channels=4, token_patch=2,
+                                         decoder_upsample=upsample)).eval()
+    with torch.no_grad():
+        tok.background.add_(torch.rand_like(tok.background) - 0.5)  # not the flat initial image
+        z = torch.rand(2, 3, tok.config.latent_tokens, tok.config.token_dim) * 2 - 1
+        slow = tok.to_observation(tok.decode(z))
+    fast = tok.decode_observation(z)
+    assert fast.shape == (2, 3, 16, 16, 3) and fast.dtype == torch.uint8
+    assert (fast.int() - slow.int()).abs().max() <= 1  # rounding of float sums in another order

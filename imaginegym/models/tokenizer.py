@@ -104,7 +104,16 @@ def float_to_pixels(images: torch.Tensor) -> torch.Tensor:
     return rearrange((images.clamp(0, 1) * 255.0).round().to(torch.uint8), "... c h w -> ... h w c")
 
 
-class PixelTokenizer(nn.Module):
+class Tokenizer(nn.Module):
+    """What every tokenizer offers besides encode/decode/to_observation/loss."""
+
+    @torch.no_grad()
+    def decode_observation(self, z: torch.Tensor) -> torch.Tensor:
+        """latents (..., K, D) -> observations, ``to_observation(decode(z))`` (fused where it pays)."""
+        return self.to_observation(self.decode(z))
+
+
+class PixelTokenizer(Tokenizer):
     """Shared loss and conversions of the pixel tokenizers (MSE + 0.2 LPIPS when available)."""
 
     def to_observation(self, decoded: torch.Tensor) -> torch.Tensor:
@@ -174,6 +183,25 @@ class CNNTokenizer(PixelTokenizer):
         grid = rearrange(z.reshape(-1, *z.shape[-2:]), "n (h w) (p1 p2 c) -> n c (h p1) (w p2)", h=g, p1=c.token_patch, p2=c.token_patch)
         images = self.decoder(grid) + self.background
         return images.reshape(*lead, *images.shape[1:])
+
+    @torch.no_grad()
+    def decode_observation(self, z: torch.Tensor) -> torch.Tensor:
+        """latents (..., K, D) -> uint8 frames (..., H, W, 3), equal to ``to_observation(decode(z))``.
+
+        Imagination in pixel mode calls this at every step. With a pixel-shuffle decoder the
+        shuffle, the move to channels-last and the background go in one copy, and the
+        conversion to uint8 works in place.
+        """
+        if self.config.decoder_upsample != "pixel_shuffle":
+            return self.to_observation(self.decode(z))
+        lead = z.shape[:-2]
+        c = self.config
+        g = (c.image_size >> len(c.channels)) // c.token_patch
+        grid = rearrange(z.reshape(-1, *z.shape[-2:]), "n (h w) (p1 p2 c) -> n c (h p1) (w p2)", h=g, p1=c.token_patch, p2=c.token_patch)
+        sub_pixels = self.decoder[:-1](grid)  # (N, 3*2*2, H/2, W/2), before the PixelShuffle
+        images = rearrange(sub_pixels, "n (c p1 p2) h w -> n (h p1) (w p2) c", p1=2, p2=2) + self.background.permute(1, 2, 0)
+        pixels = images.clamp_(0, 1).mul_(255.0).round_().to(torch.uint8)
+        return pixels.reshape(*lead, *pixels.shape[1:])
 
 
 class TransformerTokenizer(PixelTokenizer):
@@ -258,7 +286,7 @@ class TransformerTokenizer(PixelTokenizer):
         return images[:, 0] if single else images
 
 
-class MLPTokenizer(nn.Module):
+class MLPTokenizer(Tokenizer):
     """Vector observations float (..., obs_dim) <-> (..., K, D)."""
 
     def __init__(self, config: TokenizerConfig):
@@ -282,7 +310,7 @@ class MLPTokenizer(nn.Module):
         return mse, {"mse": mse.detach()}
 
 
-class EmbeddingTokenizer(nn.Module):
+class EmbeddingTokenizer(Tokenizer):
     """Discrete observations long (..., obs_dim) with values in [0, num_values) <-> (..., K, D)."""
 
     def __init__(self, config: TokenizerConfig):
