@@ -64,7 +64,7 @@ def test_kv_cached_imagination_equals_full_recomputation():
     rows = torch.arange(b)
     zero = torch.zeros_like(z[:, :c])
     model.prefill(cache, rows, z[:, :c], actions[:, :c], mask[:, :c], zero)
-    cached = model._cached_pass(cache, rows, z[:, c:], 0.5, 1, actions[:, c:], mask[:, c:], commit=False)
+    cached = model._cached_pass(cache, rows, z[:, c:], 0.5, 1, actions[:, c:], mask[:, c:], commit=False, heads=True)
     tau = torch.cat([torch.full((b, c), noise.TAU_CTX), torch.full((b, 1), 0.5)], 1)
     level = torch.cat([torch.zeros(b, c, dtype=torch.long), torch.ones(b, 1, dtype=torch.long)], 1)
     z_in = torch.cat([(1 - noise.TAU_CTX) * z[:, :c], z[:, c:]], 1)

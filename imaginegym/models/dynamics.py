@@ -155,11 +155,15 @@ class Dynamics(nn.Module):
         x = torch.cat([action[:, :, None], level_token[:, :, None], latents], dim=2)
         return x + self.token_type
 
-    def read(self, h: torch.Tensor, z_tau: torch.Tensor, tau: torch.Tensor, prior: torch.Tensor):
+    def read(self, h: torch.Tensor, z_tau: torch.Tensor, tau: torch.Tensor, prior: torch.Tensor, heads: bool = True):
         """Hidden states (B, T, S, W) of frames z_tau at tau (with each frame's prior, see
-        ``noise.precondition``) -> z0_hat (B, T, K, D), reward (B, T), continue logit (B, T)."""
+        ``noise.precondition``) -> z0_hat (B, T, K, D), reward (B, T), continue logit (B, T).
+
+        ``heads=False`` skips the reward and continue heads (None), for denoising passes."""
         h = self.norm(h)
         z0_hat = noise.precondition(z_tau, tau, self.latent_out(h[:, :, 2:]), prior)
+        if not heads:
+            return z0_hat, None, None
         pooled = h.mean(dim=2)
         return z0_hat, self.reward_head(pooled)[..., 0], self.continue_head(pooled)[..., 0]
 
@@ -198,8 +202,10 @@ class Dynamics(nn.Module):
         return KVCache(c.depth, batch, c.heads, c.context_length - 1, self.tokens_per_frame, self.head_dim,
                        c.latent_tokens, c.latent_dim, device, dtype)
 
-    def _cached_pass(self, cache: KVCache, rows, z, tau, level, actions, action_mask, commit: bool):
-        """One frame per env (z (B, 1, K, D)) against the cache; commit=True stores it as context."""
+    def _cached_pass(self, cache: KVCache, rows, z, tau, level, actions, action_mask, commit: bool, heads: bool | None = None):
+        """One frame per env (z (B, 1, K, D)) against the cache; commit=True stores it as context.
+
+        The reward and continue heads run when ``heads`` (by default: when committing)."""
         b = len(rows)
         s = self.tokens_per_frame
         tau = torch.full((b, 1), float(tau), device=z.device)
@@ -214,7 +220,7 @@ class Dynamics(nn.Module):
             x, k, v = block.forward_cached(x, rope, *cache.layer(i, rows, everyone), mask)
             if commit:
                 cache.write(i, rows, times[:, None], k, v)
-        out = self.read(rearrange(x, "b (t s) w -> b t s w", s=s), z, tau, cache.prior[rows][:, None])
+        out = self.read(rearrange(x, "b (t s) w -> b t s w", s=s), z, tau, cache.prior[rows][:, None], heads=commit if heads is None else heads)
         if commit:
             cache.valid[rows, times % cache.capacity] = True
             cache.time[rows] += 1
