@@ -34,8 +34,8 @@ from imaginegym.world_model import WorldModel
 WINDOW = 100  # steps averaged at each end of the long rollout
 
 
-def imagined_speed(wm: WorldModel, num_envs: int, obs_mode: str, seconds: float) -> float:
-    env = ImaginationVectorEnv(num_envs, wm, obs_mode=obs_mode)
+def imagined_speed(wm: WorldModel, num_envs: int, obs_mode: str, seconds: float, denoise_steps: int = 4) -> float:
+    env = ImaginationVectorEnv(num_envs, wm, obs_mode=obs_mode, num_denoise_steps=denoise_steps)
     sps = benchmark_vector_step(env, target_duration=seconds, seed=0)
     env.close()
     return sps
@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each measurement")
     parser.add_argument("--real-workers", type=int, default=2, help="async workers of the real vector env")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--denoise-steps", type=int, default=4, help="shortcut denoising steps per imagined frame")
     parser.add_argument("--rollout-steps", type=int, default=0, help="also run one rollout this long (e.g. 1000)")
     args = parser.parse_args()
     if args.threads:
@@ -100,12 +101,12 @@ def main() -> None:
     wm = WorldModel.load(args.world_model, args.device)
     k, d = wm.dynamics_config.latent_tokens, wm.dynamics_config.latent_dim
     print(f"world model {args.world_model}: {wm.env_spec.task}, K={k} tokens x D={d}, "
-          f"context {wm.dynamics_config.context_length} frames, 4 denoising steps; "
+          f"context {wm.dynamics_config.context_length} frames, {args.denoise_steps} denoising steps; "
           f"device {wm.device}, {torch.get_num_threads()} torch threads")
 
     real = real_speeds(wm, args.real_workers, args.seconds)
     best_real = max(real.values())
-    imagined = {(n, mode): imagined_speed(wm, n, mode, args.seconds) for n in args.num_envs for mode in ("latent", "pixels")}
+    imagined = {(n, mode): imagined_speed(wm, n, mode, args.seconds, args.denoise_steps) for n in args.num_envs for mode in ("latent", "pixels")}
 
     size = wm.observation_space.shape
     print(f"\nreal {wm.env_spec.env_id} ({wm.env_spec.task}, {size[0]}x{size[1]} pixels, {wm.env_spec.env_kwargs}):")

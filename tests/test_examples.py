@@ -56,3 +56,19 @@ def test_real_vs_imagined(tiny_world_model_path, tmp_path):
     frames = iio.imread(tmp_path / "side_by_side.gif")
     assert frames.shape == (5, 16, 32, 3)  # the last context frame and 4 steps, real | imagined
     assert "side_by_side.gif" in out and "PSNR" in out
+
+
+BENCHMARKS = EXAMPLES.parent / "benchmarks"
+
+
+def test_imagination_speed_benchmark_prints_ratios(tiny_world_model_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "imagination_speed.py"), "--world-model", tiny_world_model_path,
+         "--num-envs", "1", "64", "--seconds", "0.2", "--real-workers", "1", "--threads", "1",
+         "--denoise-steps", "2", "--rollout-steps", "30"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "2 denoising steps" in out and "latent@64 / best real" in out and "pixels@64 / best real" in out
+    assert "one rollout of 30 imagined steps" in out and "KV cache" in out
