@@ -13,6 +13,8 @@ from imaginegym.models.tokenizer import TokenizerConfig, float_to_pixels, make_t
     TokenizerConfig(kind="cnn", image_size=16, channels=(8, 8), latent_channels=4, token_patch=2),
     TokenizerConfig(kind="cnn", image_size=16, channels=(8, 8), latent_channels=4, token_patch=4,
                     decoder_channels=(16, 8), decoder_upsample="pixel_shuffle"),
+    TokenizerConfig(kind="cnn", image_size=16, channels=(8, 8), latent_channels=4, bottleneck="global",
+                    width=32, num_latents=2, latent_dim=6, decoder_upsample="pixel_shuffle"),
     TokenizerConfig(kind="transformer", image_size=16, patch_size=4, width=32, depth=1, heads=2, num_latents=3, latent_dim=8),
 ])
 def test_pixel_tokenizers_round_trip_shapes_and_range(config):
@@ -25,11 +27,11 @@ def test_pixel_tokenizers_round_trip_shapes_and_range(config):
     assert obs.shape == frames.shape and obs.dtype == torch.uint8
 
 
-@pytest.mark.parametrize("upsample", ["transposed", "pixel_shuffle"])
-def test_cnn_tokenizer_learns_to_reconstruct(upsample):
+@pytest.mark.parametrize("upsample, bottleneck", [("transposed", "grid"), ("pixel_shuffle", "grid"), ("pixel_shuffle", "global")])
+def test_cnn_tokenizer_learns_to_reconstruct(upsample, bottleneck):
     torch.manual_seed(0)
     tok = make_tokenizer(TokenizerConfig(kind="cnn", image_size=16, channels=(16, 16), latent_channels=8, token_patch=2,
-                                         decoder_upsample=upsample))
+                                         decoder_upsample=upsample, bottleneck=bottleneck, width=64, num_latents=1, latent_dim=16))
     frames = torch.randint(0, 256, (4, 1, 16, 16, 3), dtype=torch.uint8)
     frames[..., :8, :] = 0  # some structure
     optimizer = torch.optim.Adam(tok.parameters(), lr=3e-3)
@@ -85,6 +87,8 @@ def test_bad_configs_name_the_problem():
         TokenizerConfig(kind="vqvae")
     with pytest.raises(ValueError, match="decoder_channels"):
         TokenizerConfig(kind="cnn", image_size=64, channels=(8, 8, 8), decoder_channels=(16, 8))
+    with pytest.raises(ValueError, match="bottleneck"):
+        TokenizerConfig(kind="cnn", bottleneck="pooled")
     with pytest.raises(ValueError, match="decoder_upsample"):
         TokenizerConfig(kind="cnn", decoder_upsample="nearest")
     with pytest.raises(ValueError, match="obs_dim"):
@@ -119,11 +123,11 @@ def test_cnn_decoder_options_keep_old_layouts_and_lists_from_json():
     assert not full_resolution_convs  # the last doubling is a pixel shuffle
 
 
-@pytest.mark.parametrize("upsample", ["transposed", "pixel_shuffle"])
-def test_decode_observation_equals_decode_then_to_observation(upsample):
+@pytest.mark.parametrize("upsample, bottleneck", [("transposed", "grid"), ("pixel_shuffle", "grid"), ("pixel_shuffle", "global")])
+def test_decode_observation_equals_decode_then_to_observation(upsample, bottleneck):
     torch.manual_seed(0)
     tok = make_tokenizer(TokenizerConfig(kind="cnn", image_size=16, channels=(8, 16), latent_channels=4, token_patch=2,
-                                         decoder_upsample=upsample)).eval()
+                                         decoder_upsample=upsample, bottleneck=bottleneck, width=32, num_latents=2, latent_dim=4)).eval()
     with torch.no_grad():
         tok.background.add_(torch.rand_like(tok.background) - 0.5)  # not the flat initial image
         z = torch.rand(2, 3, tok.config.latent_tokens, tok.config.token_dim) * 2 - 1

@@ -35,12 +35,13 @@ class TokenizerConfig:
     token_patch: int = 4  # cnn: side of the grid patch that forms one token
     decoder_channels: tuple[int, ...] = ()  # cnn: decoder widths from the grid up; () mirrors `channels`
     decoder_upsample: str = "transposed"  # cnn: last upsampling by "transposed" conv or "pixel_shuffle"
+    bottleneck: str = "grid"  # cnn: "grid" (tokens are grid patches) or "global" (an MLP to num_latents x latent_dim)
     patch_size: int = 8  # transformer: pixels per patch side
-    width: int = 128  # transformer / mlp hidden width
+    width: int = 128  # transformer / mlp / cnn-global hidden width
     depth: int = 2  # transformer encoder and decoder depth
     heads: int = 4
-    num_latents: int = 8  # transformer / mlp / embedding: K
-    latent_dim: int = 16  # transformer / mlp / embedding: D
+    num_latents: int = 8  # transformer / mlp / embedding / cnn-global: K
+    latent_dim: int = 16  # transformer / mlp / embedding / cnn-global: D
     mask_ratio_max: float = 0.9  # transformer MAE
     mask_warmup_steps: int = 2000  # transformer: p_max ramps from 0 over these steps
     # vectors (mlp) and discrete values (embedding)
@@ -61,10 +62,12 @@ class TokenizerConfig:
                 )
             if self.decoder_widths[0] % 8:
                 raise ValueError(f"the decoder's first width {self.decoder_widths[0]} must be a multiple of 8 (GroupNorm)")
+            if self.bottleneck not in ("grid", "global"):
+                raise ValueError(f"bottleneck={self.bottleneck!r}; use 'grid' or 'global'")
             if self.decoder_upsample not in ("transposed", "pixel_shuffle"):
                 raise ValueError(f"decoder_upsample={self.decoder_upsample!r}; use 'transposed' or 'pixel_shuffle'")
             grid = self.image_size >> len(self.channels)
-            if grid << len(self.channels) != self.image_size or grid % self.token_patch:
+            if grid << len(self.channels) != self.image_size or (self.bottleneck == "grid" and grid % self.token_patch):
                 raise ValueError(
                     f"image_size={self.image_size} with {len(self.channels)} stride-2 stages gives a "
                     f"{grid}x{grid} grid, not divisible by token_patch={self.token_patch}"
@@ -82,14 +85,14 @@ class TokenizerConfig:
 
     @property
     def latent_tokens(self) -> int:
-        if self.kind == "cnn":
+        if self.kind == "cnn" and self.bottleneck == "grid":
             grid = self.image_size >> len(self.channels)
             return (grid // self.token_patch) ** 2
         return self.num_latents
 
     @property
     def token_dim(self) -> int:
-        if self.kind == "cnn":
+        if self.kind == "cnn" and self.bottleneck == "grid":
             return self.token_patch**2 * self.latent_channels
         return self.latent_dim
 
@@ -138,7 +141,14 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
 
 
 class CNNTokenizer(PixelTokenizer):
-    """Stride-2 conv stages to a (g, g, C) grid; tokens are (p, p) grid patches: K = (g/p)^2, D = p*p*C."""
+    """Stride-2 conv stages to a (g, g, C) grid, then the latent tokens.
+
+    ``bottleneck="grid"``: tokens are (p, p) grid patches, K = (g/p)^2, D = p*p*C.
+    ``bottleneck="global"``: an MLP (hidden ``width``) maps the whole grid to K x D and back.
+    Grid latents are local: a cart moving one pixel changes many of them, so consecutive
+    frames' latents differ by a large share of their variance. A global code of a few dims
+    varies smoothly with the scene's state, which is what the dynamics has to predict.
+    """
 
     def __init__(self, config: TokenizerConfig):
         super().__init__()
@@ -162,6 +172,11 @@ class CNNTokenizer(PixelTokenizer):
         else:
             layers += [nn.ConvTranspose2d(widths[-1], widths[-1], 4, stride=2, padding=1), nn.SiLU(), nn.Conv2d(widths[-1], 3, 3, padding=1)]
         self.decoder = nn.Sequential(*layers)
+        if c.bottleneck == "global":
+            g = c.image_size >> len(c.channels)
+            flat = g * g * c.latent_channels
+            self.to_tokens = nn.Sequential(nn.Flatten(), nn.Linear(flat, c.width), nn.SiLU(), nn.Linear(c.width, c.num_latents * c.latent_dim))
+            self.from_tokens = nn.Sequential(nn.Linear(c.num_latents * c.latent_dim, c.width), nn.SiLU(), nn.Linear(c.width, flat))
         # A learned per-pixel image under the decoder's output: with a fixed camera most pixels
         # are static background, which a bias image holds exactly, leaving the convolutions the
         # moving parts.
@@ -170,18 +185,27 @@ class CNNTokenizer(PixelTokenizer):
     def encode(self, frames: torch.Tensor, step: int = 0, train: bool = False) -> torch.Tensor:
         """uint8 (..., H, W, 3) -> latents (..., K, D) in [-1, 1]."""
         lead = frames.shape[:-3]
-        grid = torch.tanh(self.encoder(pixels_to_float(frames).reshape(-1, 3, *frames.shape[-3:-1])))
-        p = self.config.token_patch
-        tokens = rearrange(grid, "n c (h p1) (w p2) -> n (h w) (p1 p2 c)", p1=p, p2=p)
+        c = self.config
+        features = self.encoder(pixels_to_float(frames).reshape(-1, 3, *frames.shape[-3:-1]))
+        if c.bottleneck == "global":
+            tokens = torch.tanh(self.to_tokens(features)).reshape(-1, c.num_latents, c.latent_dim)
+        else:
+            p = c.token_patch
+            tokens = rearrange(torch.tanh(features), "n c (h p1) (w p2) -> n (h w) (p1 p2 c)", p1=p, p2=p)
         return tokens.reshape(*lead, *tokens.shape[1:])
+
+    def _grid(self, z: torch.Tensor) -> torch.Tensor:
+        """latents (N, K, D) -> the decoder's input grid (N, C, g, g)."""
+        c = self.config
+        g = c.image_size >> len(c.channels)
+        if c.bottleneck == "global":
+            return self.from_tokens(z.flatten(1)).reshape(-1, c.latent_channels, g, g)
+        return rearrange(z, "n (h w) (p1 p2 c) -> n c (h p1) (w p2)", h=g // c.token_patch, p1=c.token_patch, p2=c.token_patch)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """latents (..., K, D) -> images float (..., 3, H, W), nominally in [0, 1]."""
         lead = z.shape[:-2]
-        c = self.config
-        g = (c.image_size >> len(c.channels)) // c.token_patch
-        grid = rearrange(z.reshape(-1, *z.shape[-2:]), "n (h w) (p1 p2 c) -> n c (h p1) (w p2)", h=g, p1=c.token_patch, p2=c.token_patch)
-        images = self.decoder(grid) + self.background
+        images = self.decoder(self._grid(z.reshape(-1, *z.shape[-2:]))) + self.background
         return images.reshape(*lead, *images.shape[1:])
 
     @torch.no_grad()
@@ -195,10 +219,7 @@ class CNNTokenizer(PixelTokenizer):
         if self.config.decoder_upsample != "pixel_shuffle":
             return self.to_observation(self.decode(z))
         lead = z.shape[:-2]
-        c = self.config
-        g = (c.image_size >> len(c.channels)) // c.token_patch
-        grid = rearrange(z.reshape(-1, *z.shape[-2:]), "n (h w) (p1 p2 c) -> n c (h p1) (w p2)", h=g, p1=c.token_patch, p2=c.token_patch)
-        sub_pixels = self.decoder[:-1](grid)  # (N, 3*2*2, H/2, W/2), before the PixelShuffle
+        sub_pixels = self.decoder[:-1](self._grid(z.reshape(-1, *z.shape[-2:])))  # (N, 3*2*2, H/2, W/2), before the PixelShuffle
         images = rearrange(sub_pixels, "n (c p1 p2) h w -> n (h p1) (w p2) c", p1=2, p2=2) + self.background.permute(1, 2, 0)
         pixels = images.clamp_(0, 1).mul_(255.0).round_().to(torch.uint8)
         return pixels.reshape(*lead, *pixels.shape[1:])
