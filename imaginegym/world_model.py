@@ -52,9 +52,7 @@ def _config_from_json(text: str, where: str) -> tuple[TokenizerConfig, DynamicsC
             f"{where} has world-model format {version}, this imaginegym reads format {FORMAT_VERSION}: "
             "retrain it with this version (`imaginegym train world-model`) or install the imaginegym that wrote it"
         )
-    tok = dict(data["tokenizer"])
-    tok["channels"] = tuple(tok["channels"])
-    return TokenizerConfig(**tok), DynamicsConfig(**data["dynamics"]), EnvSpec(**data["env"])
+    return TokenizerConfig(**data["tokenizer"]), DynamicsConfig(**data["dynamics"]), EnvSpec(**data["env"])
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:

@@ -40,6 +40,12 @@ class ShortcutConfig:
     continue_weight: float = 0.1
 
 
+def sample_low_tau(shape: tuple[int, int], k_max: int, config: ShortcutConfig, device) -> torch.Tensor:
+    """tau on the d_min grid in (0, low_noise_max]: context frames as imagination sees them."""
+    low_points = max(1, round(config.low_noise_max * k_max))
+    return (torch.floor(torch.rand(shape, device=device) * low_points) + 1) / k_max
+
+
 def sample_frame_tau(shape: tuple[int, int], k_max: int, config: ShortcutConfig, device) -> torch.Tensor:
     """Per-frame tau on the d_min grid; a share ``low_noise_prob`` near tau_ctx (<= low_noise_max).
 
@@ -48,15 +54,13 @@ def sample_frame_tau(shape: tuple[int, int], k_max: int, config: ShortcutConfig,
     """
     d_min = torch.full(shape[:1], 1.0 / k_max, device=device)
     tau = noise.sample_tau_on_grid(shape, d_min)
-    low_points = max(1, round(config.low_noise_max * k_max))
-    low = (torch.floor(torch.rand(shape, device=device) * low_points) + 1) / k_max
+    low = sample_low_tau(shape, k_max, config, device)
     return torch.where(torch.rand(shape, device=device) < config.low_noise_prob, low, tau)
 
 
-def sample_low_tau(shape: tuple[int, int], k_max: int, config: ShortcutConfig, device) -> torch.Tensor:
-    """tau on the d_min grid in (0, low_noise_max]: context frames as imagination sees them."""
-    low_points = max(1, round(config.low_noise_max * k_max))
-    return (torch.floor(torch.rand(shape, device=device) * low_points) + 1) / k_max
+def twice(x: torch.Tensor) -> torch.Tensor:
+    """Per-frame values (B, T, ...) for both copies of a two-copy window -> (B, 2T, ...)."""
+    return torch.cat([x, x], 1)
 
 
 def two_copy_frame_mask(t: int, window: int, device) -> torch.Tensor:
@@ -124,14 +128,12 @@ def shortcut_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig =
         z_m = noise.add_noise(z0[m], tau_m, torch.randn_like(z0[m]))
         prior = noise.previous_frame_prior(z_ctx, tau_ctx)
         out = model(
-            torch.cat([z_ctx, z_m], 1), torch.cat([tau_ctx, tau_m], 1), torch.cat([fine[m], fine[m]], 1),
-            torch.cat([actions[m], actions[m]], 1), torch.cat([action_mask[m], action_mask[m]], 1),
+            torch.cat([z_ctx, z_m], 1), torch.cat([tau_ctx, tau_m], 1), twice(fine[m]), twice(actions[m]), twice(action_mask[m]),
             times=torch.arange(t, device=device).repeat(2), frame_mask=two_copy_frame_mask(t, model.config.context_length, device),
-            prior=torch.cat([prior, prior], 1),
+            prior=twice(prior),
         )
-        both = lambda x: torch.cat([x[m], x[m]], 1)  # noqa: E731
-        add(_frame_losses(model, both(z0), *out, torch.cat([tau_ctx, tau_m], 1), both(batch["rewards"]),
-                          both(batch["terminated"]), both(action_mask), config))
+        add(_frame_losses(model, twice(z0[m]), *out, torch.cat([tau_ctx, tau_m], 1), twice(batch["rewards"][m]),
+                          twice(batch["terminated"][m]), twice(action_mask[m]), config))
 
     if n_boot:
         s = slice(n_flow + n_match, b)
@@ -142,10 +144,8 @@ def shortcut_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig =
         # [fixed context copy at d_min | frames taking the step]: a frame sees earlier context and itself
         frame_mask = two_copy_frame_mask(t, model.config.context_length, device)
         times = torch.arange(t, device=device).repeat(2)
-        prior = noise.previous_frame_prior(z_tau[s], tau[s])  # both copies of frame t lean on context frame t-1
-        prior = torch.cat([prior, prior], 1)
-        acts = torch.cat([actions[s], actions[s]], 1)
-        amask = torch.cat([action_mask[s], action_mask[s]], 1)
+        prior = twice(noise.previous_frame_prior(z_tau[s], tau[s]))  # both copies of frame t lean on context frame t-1
+        acts, amask = twice(actions[s]), twice(action_mask[s])
 
         def run(z_step, tau_step, d_step):
             lvl = torch.round(torch.log2(d_step * k_max)).long().expand(n_boot, t)

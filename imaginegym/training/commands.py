@@ -69,7 +69,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     if args.stage == "dynamics":
         _, config = load_checkpoint(Path(args.out) / "tokenizer.pt")
-        tokenizer = TokenizerConfig(**{**config["tokenizer"], "channels": tuple(config["tokenizer"]["channels"])})
+        tokenizer = TokenizerConfig(**config["tokenizer"])  # JSON lists become tuples in the config itself
         require_lpips = False
     else:
         tokenizer = dataclass_from_flags(TokenizerConfig, args, "tokenizer")
