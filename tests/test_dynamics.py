@@ -27,9 +27,10 @@ def inputs(model, b=2, t=4):
     return z, tau, level, actions, mask
 
 
-@pytest.mark.parametrize("kind", ["box", "discrete"])
-def test_frames_do_not_see_the_future(kind):
-    model = tiny(kind)
+@pytest.mark.parametrize("kind,options", [("box", {}), ("discrete", {}), ("box", {"prior_input": True}),
+                                          ("discrete", {"condition_tokens": False})])
+def test_frames_do_not_see_the_future(kind, options):
+    model = tiny(kind, **options)
     z, tau, level, actions, mask = inputs(model)
     before = model(z, tau, level, actions, mask)[0]
     z2 = z.clone()
@@ -44,8 +45,18 @@ def test_sliding_window_limits_what_a_frame_sees():
     assert mask.tolist()[4] == [False, False, False, True, True]
 
 
-def test_no_action_embedding_is_used_where_mask_is_false():
-    model = tiny()
+def test_without_condition_tokens_a_frame_is_its_latent_tokens_and_still_sees_action_and_noise_level():
+    model = tiny(condition_tokens=False)
+    assert model.tokens_per_frame == 3 and model.new_cache(2).k.shape[3] == 5 * 3  # (capacity + 1) frames of K tokens
+    z, tau, level, actions, mask = inputs(model)
+    out = model(z, tau, level, actions, mask)[0]
+    assert not torch.allclose(out, model(z, tau, level, actions + 1, mask)[0])
+    assert not torch.allclose(out, model(z, tau, level + 1, actions, mask)[0])
+
+
+@pytest.mark.parametrize("condition_tokens", [True, False])
+def test_no_action_embedding_is_used_where_mask_is_false(condition_tokens):
+    model = tiny(condition_tokens=condition_tokens)
     z, tau, level, actions, mask = inputs(model)
     mask[:, 0] = False
     out1 = model(z, tau, level, actions, mask)[0]
@@ -54,9 +65,10 @@ def test_no_action_embedding_is_used_where_mask_is_false():
     assert torch.allclose(out1, model(z, tau, level, actions2, mask)[0])
 
 
-def test_kv_cached_imagination_equals_full_recomputation():
+@pytest.mark.parametrize("options", [{}, {"prior_input": True}, {"condition_tokens": False, "prior_input": True, "context_noise": 0.03125}])
+def test_kv_cached_imagination_equals_full_recomputation(options):
     """Prefill + cached passes give what one forward over the whole window gives."""
-    model = tiny(context_length=6)
+    model = tiny(context_length=6, **options)
     b, c = 2, 3
     z, _, _, actions, mask = inputs(model, b, c + 1)
     mask[:, 0] = False
@@ -65,9 +77,10 @@ def test_kv_cached_imagination_equals_full_recomputation():
     zero = torch.zeros_like(z[:, :c])
     model.prefill(cache, rows, z[:, :c], actions[:, :c], mask[:, :c], zero)
     cached = model._cached_pass(cache, rows, z[:, c:], 0.5, 1, actions[:, c:], mask[:, c:], commit=False, heads=True)
-    tau = torch.cat([torch.full((b, c), noise.TAU_CTX), torch.full((b, 1), 0.5)], 1)
+    tau_ctx = model.config.context_noise
+    tau = torch.cat([torch.full((b, c), tau_ctx), torch.full((b, 1), 0.5)], 1)
     level = torch.cat([torch.zeros(b, c, dtype=torch.long), torch.ones(b, 1, dtype=torch.long)], 1)
-    z_in = torch.cat([(1 - noise.TAU_CTX) * z[:, :c], z[:, c:]], 1)
+    z_in = torch.cat([(1 - tau_ctx) * z[:, :c], z[:, c:]], 1)
     full = model(z_in, tau, level, actions, mask)
     for got, want in zip(cached, full):
         assert torch.allclose(got[:, 0], want[:, -1], atol=1e-5)
@@ -136,6 +149,12 @@ def test_config_rejects_bad_values():
         DynamicsConfig(action_kind="multi")
     with pytest.raises(ValueError, match="power of two"):
         DynamicsConfig(k_max=48)
+    with pytest.raises(ValueError, match="context_noise=1.5"):
+        DynamicsConfig(context_noise=1.5)
+    with pytest.raises(ValueError, match="loss_weight_floor=0"):
+        ShortcutConfig(loss_weight_floor=0)
+    with pytest.raises(ValueError, match="low_noise_max=2"):
+        ShortcutConfig(low_noise_max=2)
 
 
 def test_diffusion_runs_on_standardized_latents_and_returns_raw_ones():

@@ -19,6 +19,8 @@ def test_loss_weight_ramps_toward_clean_frames():
     assert noise.loss_weight(torch.tensor(0.0)) == pytest.approx(1.0)
     assert noise.loss_weight(torch.tensor(1.0)) == pytest.approx(0.1)
     assert noise.loss_weight(torch.tensor(0.2)) > noise.loss_weight(torch.tensor(0.8))
+    assert noise.loss_weight(torch.tensor(1.0), floor=0.5) == pytest.approx(0.5)
+    assert noise.loss_weight(torch.tensor([0.0, 0.7, 1.0]), floor=1.0).tolist() == [1.0, 1.0, 1.0]  # flat
 
 
 def test_perfect_predictor_euler_step_lands_on_the_path():

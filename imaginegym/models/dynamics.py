@@ -1,6 +1,9 @@
 """Action-conditioned dynamics: a block-causal transformer over frames (DreamerV4-style).
 
-Each frame is S = K + 2 tokens: [action | noise level & step size | K latent tokens].
+Each frame is S = K + 2 tokens: [action | noise level & step size | K latent tokens]
+(DreamerV4's layout), or, with ``condition_tokens=False``, S = K latent tokens to which
+the action and noise-level embeddings are added: with K = 1 a third of the tokens, so
+imagination passes and training steps cost about a third.
 Tokens attend within their frame and to earlier frames; time enters through RoPE on the
 frame index. The network predicts clean latents (x-prediction). The reward head and the
 continue head read frame t+1 for the action taken at frame t (the action token of frame
@@ -33,11 +36,17 @@ class DynamicsConfig:
     mlp_ratio: int = 4
     context_length: int = 16  # frames a prediction sees, itself included (= training window)
     k_max: int = 64  # finest step size 1/k_max
+    prior_input: bool = False  # each frame's tokens also see its prior (the previous frame's estimate)
+    context_noise: float = noise.TAU_CTX  # tau_ctx: the noise level of context frames at inference
+    condition_tokens: bool = True  # action and noise level as tokens of their own; else added to the latent tokens
+
 
     def __post_init__(self):
         if self.action_kind not in ("box", "discrete"):
             raise ValueError(f"action_kind={self.action_kind!r}; use 'box' or 'discrete'")
         noise.step_levels(self.k_max)
+        if not 0 < self.context_noise < 1:
+            raise ValueError(f"context_noise={self.context_noise} must lie in (0, 1); DreamerV4 uses 0.1")
 
 
 def sliding_causal_mask(frames: int, window: int, device=None) -> torch.Tensor:
@@ -102,10 +111,15 @@ class Dynamics(nn.Module):
     def __init__(self, config: DynamicsConfig):
         super().__init__()
         self.config = c = config
-        self.tokens_per_frame = c.latent_tokens + 2
+        self.first_latent = 2 if c.condition_tokens else 0  # index of the first latent token of a frame
+        self.tokens_per_frame = c.latent_tokens + self.first_latent
         self.head_dim = c.width // c.heads
         self.latent_in = nn.Linear(c.latent_dim, c.width)
         self.latent_out = nn.Linear(c.width, c.latent_dim)
+        # With ``prior_input`` a frame's latent tokens embed [z_tau, prior]: every context frame
+        # then carries its own change from the frame before (a velocity), which attention
+        # reads off one frame instead of subtracting two (DIAMOND stacks past frames likewise).
+        self.prior_in = nn.Linear(c.latent_dim, c.width, bias=False) if c.prior_input else None
         if c.action_kind == "box":
             self.action_in = nn.Linear(c.action_dim, c.width)
         else:
@@ -142,8 +156,8 @@ class Dynamics(nn.Module):
         return (z * self.latent_std + self.latent_mean).clamp(-1, 1)
 
     # ---------------------------------------------------------------- tokens in and out
-    def embed(self, z_tau, tau, level, actions, action_mask) -> torch.Tensor:
-        """Frames (B, T, K, D), tau (B, T), step level (B, T) long, actions, mask (B, T) -> (B, T, S, W)."""
+    def embed(self, z_tau, tau, level, actions, action_mask, prior) -> torch.Tensor:
+        """Frames (B, T, K, D), tau (B, T), step level (B, T) long, actions, mask (B, T), priors (B, T, K, D) -> (B, T, S, W)."""
         if self.config.action_kind == "discrete":
             action = self.action_in(actions.long())
         else:
@@ -152,7 +166,12 @@ class Dynamics(nn.Module):
         angles = tau[..., None] * self.tau_freqs  # (B, T, 32)
         level_token = self.tau_mlp(torch.cat([angles.sin(), angles.cos()], dim=-1)) + self.step_embed(level)
         latents = self.latent_in(z_tau)  # (B, T, K, W)
-        x = torch.cat([action[:, :, None], level_token[:, :, None], latents], dim=2)
+        if self.prior_in is not None:
+            latents = latents + self.prior_in(prior)
+        if self.config.condition_tokens:
+            x = torch.cat([action[:, :, None], level_token[:, :, None], latents], dim=2)
+        else:
+            x = latents + (action + level_token)[:, :, None]
         return x + self.token_type
 
     def read(self, h: torch.Tensor, z_tau: torch.Tensor, tau: torch.Tensor, prior: torch.Tensor, heads: bool = True):
@@ -161,7 +180,7 @@ class Dynamics(nn.Module):
 
         ``heads=False`` skips the reward and continue heads (None), for denoising passes."""
         h = self.norm(h)
-        z0_hat = noise.precondition(z_tau, tau, self.latent_out(h[:, :, 2:]), prior)
+        z0_hat = noise.precondition(z_tau, tau, self.latent_out(h[:, :, self.first_latent:]), prior)
         if not heads:
             return z0_hat, None, None
         pooled = h.mean(dim=2)
@@ -188,11 +207,11 @@ class Dynamics(nn.Module):
         mask = frame_mask.repeat_interleave(s, 0).repeat_interleave(s, 1)
         cos, sin = rope_angles(times.repeat_interleave(s), self.head_dim)
         rope = (cos[None, None], sin[None, None])
-        x = rearrange(self.embed(z_tau, tau, level, actions, action_mask), "b t s w -> b (t s) w")
-        for block in self.blocks:
-            x = block(x, mask, rope)
         if prior is None:
             prior = noise.previous_frame_prior(z_tau, tau)
+        x = rearrange(self.embed(z_tau, tau, level, actions, action_mask, prior), "b t s w -> b (t s) w")
+        for block in self.blocks:
+            x = block(x, mask, rope)
         return self.read(rearrange(x, "b (t s) w -> b t s w", s=s), z_tau, tau, prior)
 
     # ---------------------------------------------------------------- imagination: KV cache
@@ -210,7 +229,8 @@ class Dynamics(nn.Module):
         s = self.tokens_per_frame
         tau = torch.full((b, 1), float(tau), device=z.device)
         level = torch.full((b, 1), int(level), dtype=torch.long, device=z.device)
-        x = rearrange(self.embed(z, tau, level, actions, action_mask), "b t s w -> b (t s) w")
+        prior = cache.prior[rows][:, None]
+        x = rearrange(self.embed(z, tau, level, actions, action_mask, prior), "b t s w -> b (t s) w")
         times = cache.time[rows]
         cos, sin = rope_angles(repeat(times, "b -> b s", s=s), self.head_dim)
         rope = (cos[:, None], sin[:, None])
@@ -220,7 +240,7 @@ class Dynamics(nn.Module):
             x, k, v = block.forward_cached(x, rope, *cache.layer(i, rows, everyone), mask)
             if commit:
                 cache.write(i, rows, times[:, None], k, v)
-        out = self.read(rearrange(x, "b (t s) w -> b t s w", s=s), z, tau, cache.prior[rows][:, None], heads=commit if heads is None else heads)
+        out = self.read(rearrange(x, "b (t s) w -> b t s w", s=s), z, tau, prior, heads=commit if heads is None else heads)
         if commit:
             cache.valid[rows, times % cache.capacity] = True
             cache.time[rows] += 1
@@ -239,10 +259,11 @@ class Dynamics(nn.Module):
         b, t = z_context.shape[:2]
         s = self.tokens_per_frame
         cache.reset(rows)
-        z_tau = noise.add_noise(z_context, torch.full((b, t), noise.TAU_CTX, device=z_context.device), noise_ctx)
-        tau = torch.full((b, t), noise.TAU_CTX, device=z_context.device)
+        tau = torch.full((b, t), self.config.context_noise, device=z_context.device)
+        z_tau = noise.add_noise(z_context, tau, noise_ctx)
         level = torch.zeros(b, t, dtype=torch.long, device=z_context.device)
-        x = rearrange(self.embed(z_tau, tau, level, actions, action_mask), "b t s w -> b (t s) w")
+        prior = noise.previous_frame_prior(z_tau, tau)
+        x = rearrange(self.embed(z_tau, tau, level, actions, action_mask, prior), "b t s w -> b (t s) w")
         times = torch.arange(t, device=z_context.device)
         cos, sin = rope_angles(times.repeat_interleave(s), self.head_dim)
         rope = (cos[None, None], sin[None, None])
@@ -273,6 +294,7 @@ class Dynamics(nn.Module):
             z0_hat = self._cached_pass(cache, rows, z, tau, level, actions, action_mask, commit=False)[0]
             z0_hat = torch.maximum(torch.minimum(z0_hat, high), low)  # the tokenizer's tanh range
             z = noise.euler_step(z, z0_hat, torch.tensor(tau), d)
-        z_ctx = noise.add_noise(z, torch.full(z.shape[:2], noise.TAU_CTX, device=z.device), noise_steps[:, -1:])
-        _, reward, cont = self._cached_pass(cache, rows, z_ctx, noise.TAU_CTX, 0, actions, action_mask, commit=True)
+        tau_ctx = self.config.context_noise
+        z_ctx = noise.add_noise(z, torch.full(z.shape[:2], tau_ctx, device=z.device), noise_steps[:, -1:])
+        _, reward, cont = self._cached_pass(cache, rows, z_ctx, tau_ctx, 0, actions, action_mask, commit=True)
         return self.denormalize(z[:, 0]), reward[:, 0], torch.sigmoid(cont[:, 0])

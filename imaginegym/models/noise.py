@@ -32,9 +32,9 @@ def add_noise(z0: Tensor, tau: Tensor, eps: Tensor) -> Tensor:
     return (1 - tau) * z0 + tau * eps
 
 
-def loss_weight(tau: Tensor) -> Tensor:
-    """Ramp toward clean frames: ``w(tau) = 1 - 0.9 * tau``."""
-    return 1 - 0.9 * tau
+def loss_weight(tau: Tensor, floor: float = 0.1) -> Tensor:
+    """Ramp toward clean frames: ``w(tau) = 1 - (1 - floor) * tau`` (DreamerV4: floor 0.1; 1 is flat)."""
+    return 1 - (1 - floor) * tau
 
 
 def preconditioning(tau: Tensor) -> tuple[Tensor, Tensor]:

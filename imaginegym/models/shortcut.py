@@ -7,7 +7,10 @@ on the grid {d, ..., 1} and a target built from two half steps of the model itse
 (``noise.bootstrap_target``). In those windows the noisy frames attend to a fixed copy of
 the window that is conditioned on d_min — exactly what they see at inference, where
 context frames always carry d_min — so the half steps move one frame while the others
-stay fixed. All losses are weighted by ``w(tau) = 1 - 0.9 tau``.
+stay fixed. All losses are weighted by ``w(tau) = 1 - (1 - loss_weight_floor) tau``:
+DreamerV4's ramp (floor 0.1) favours nearly clean frames, which cost a big model little;
+a small model trained briefly learns the dynamics itself (the step from clean context to a
+frame at high noise) several times faster with a flat weight (floor 1).
 
 Diffusion forcing draws each frame's tau independently, so the case every imagined step
 meets, a frame at high noise after several nearly clean frames, is rare in plain windows
@@ -21,6 +24,7 @@ tokens.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -35,14 +39,21 @@ class ShortcutConfig:
     bootstrap_fraction: float = 0.25  # windows per batch with bootstrap targets (paper: 1/8)
     matched_fraction: float = 0.0  # d_min windows whose frames are predicted from low-noise context copies
     low_noise_prob: float = 0.3  # frames drawn near tau_ctx, so clean-ish contexts are common
-    low_noise_max: float = 2 * noise.TAU_CTX
+    low_noise_max: float | None = None  # default: twice the model's context_noise (tau_ctx)
+    loss_weight_floor: float = 0.1  # the weight of pure-noise frames (1 = flat)
     reward_weight: float = 1.0
     continue_weight: float = 0.1
+
+    def __post_init__(self):
+        if not 0 < self.loss_weight_floor <= 1:
+            raise ValueError(f"loss_weight_floor={self.loss_weight_floor} must lie in (0, 1]; 0.1 is DreamerV4's ramp, 1 a flat weight")
+        if self.low_noise_max is not None and not 0 < self.low_noise_max <= 1:
+            raise ValueError(f"low_noise_max={self.low_noise_max} must lie in (0, 1] (or None: twice the model's context_noise)")
 
 
 def sample_low_tau(shape: tuple[int, int], k_max: int, config: ShortcutConfig, device) -> torch.Tensor:
     """tau on the d_min grid in (0, low_noise_max]: context frames as imagination sees them."""
-    low_points = max(1, round(config.low_noise_max * k_max))
+    low_points = max(1, round(config.low_noise_max * k_max))  # resolved by shortcut_forcing_loss
     return (torch.floor(torch.rand(shape, device=device) * low_points) + 1) / k_max
 
 
@@ -77,7 +88,7 @@ def two_copy_frame_mask(t: int, window: int, device) -> torch.Tensor:
 
 def _frame_losses(model: Dynamics, z0, z0_hat, reward, cont_logit, tau, rewards, terminated, action_mask, config):
     """Per-frame weighted losses of a window's predictions -> dict of (B, T) tensors."""
-    w = noise.loss_weight(tau)
+    w = noise.loss_weight(tau, config.loss_weight_floor)
     latent = w * (z0_hat - z0).pow(2).mean(dim=(-2, -1))
     has_reward = action_mask.float()
     reward_loss = w * has_reward * (reward - rewards).pow(2)
@@ -93,6 +104,8 @@ def shortcut_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig =
     ``imaginegym.data``: per frame, the action that led into it and its reward).
     Returns (loss, metrics).
     """
+    if config.low_noise_max is None:
+        config = dataclasses.replace(config, low_noise_max=2 * model.config.context_noise)
     z0 = model.normalize(batch["latents"])  # diffusion runs on standardized latents
     b, t = z0.shape[:2]
     device = z0.device
@@ -157,7 +170,7 @@ def shortcut_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig =
         target = noise.bootstrap_target(lambda z, tt, dd: run(z, tt, dd)[0][:, t:], z_t, tau_t, d)
         z0_hat, reward, cont = run(z_t, tau_t, d)
         add(_frame_losses(model, z0[s], z0_hat[:, :t], reward[:, :t], cont[:, :t], tau[s], batch["rewards"][s], batch["terminated"][s], action_mask[s], config))
-        boot = noise.loss_weight(tau_t) * (z0_hat[:, t:] - target).pow(2).mean(dim=(-2, -1))
+        boot = noise.loss_weight(tau_t, config.loss_weight_floor) * (z0_hat[:, t:] - target).pow(2).mean(dim=(-2, -1))
         metrics["bootstrap"] = boot.mean().detach()
         totals.append(boot.flatten())
 
