@@ -200,3 +200,23 @@ def test_matched_windows_predict_each_frame_from_low_noise_copies():
         first = first if first is not None else float(metrics["flow"])
     assert {"flow", "bootstrap", "reward"} <= set(metrics)
     assert float(metrics["flow"]) < 0.7 * first
+
+
+def test_pure_noise_prob_puts_the_predicted_frames_of_matched_windows_at_tau_one():
+    model = tiny(context_length=4)
+    b, t = 4, 4
+    batch = {
+        "latents": torch.rand(b, t, 3, 8) * 2 - 1, "actions": torch.randn(b, t, 2),
+        "action_mask": torch.ones(b, t, dtype=torch.bool), "rewards": torch.rand(b, t),
+        "terminated": torch.zeros(b, t, dtype=torch.bool),
+    }
+    seen = []
+    forward = model.forward
+    model.forward = lambda z, tau, *args, **kw: seen.append(tau) or forward(z, tau, *args, **kw)
+    for prob, expect_all_one in ((1.0, True), (0.0, False)):
+        seen.clear()
+        shortcut_forcing_loss(model, batch, ShortcutConfig(bootstrap_fraction=0.0, matched_fraction=1.0, pure_noise_prob=prob))
+        (tau,) = seen
+        k_max = model.config.k_max
+        assert tau[:, :t].max() <= round(2 * model.config.context_noise * k_max) / k_max  # the low-noise context copy
+        assert bool((tau[:, t:] == 1).all()) == expect_all_one

@@ -19,7 +19,9 @@ meets, a frame at high noise after several nearly clean frames, is rare in plain
 windows instead: a copy at low noise (tau <= low_noise_max, like tau_ctx) and a copy at
 any noise whose frames attend to the low-noise copy of earlier frames and to themselves.
 Every frame of such a window is then predicted exactly as in imagination, at twice the
-tokens.
+tokens. A share ``pure_noise_prob`` of those frames starts from pure noise (tau = 1): the
+first step of every imagined frame, and the one case that holds the dynamics alone (a
+frame at tau = 1 carries nothing of itself). With tau uniform, one frame in 64 is there.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from imaginegym.models.dynamics import Dynamics, sliding_causal_mask
 class ShortcutConfig:
     bootstrap_fraction: float = 0.25  # windows per batch with bootstrap targets (paper: 1/8)
     matched_fraction: float = 0.0  # d_min windows whose frames are predicted from low-noise context copies
+    pure_noise_prob: float = 0.0  # share of the predicted frames of matched windows at tau = 1
     low_noise_prob: float = 0.3  # frames drawn near tau_ctx, so clean-ish contexts are common
     low_noise_max: float | None = None  # default: twice the model's context_noise (tau_ctx)
     loss_weight_floor: float = 0.1  # the weight of pure-noise frames (1 = flat)
@@ -47,6 +50,8 @@ class ShortcutConfig:
     def __post_init__(self):
         if not 0 < self.loss_weight_floor <= 1:
             raise ValueError(f"loss_weight_floor={self.loss_weight_floor} must lie in (0, 1]; 0.1 is DreamerV4's ramp, 1 a flat weight")
+        if not 0 <= self.pure_noise_prob <= 1:
+            raise ValueError(f"pure_noise_prob={self.pure_noise_prob} must lie in [0, 1]")
         if self.low_noise_max is not None and not 0 < self.low_noise_max <= 1:
             raise ValueError(f"low_noise_max={self.low_noise_max} must lie in (0, 1] (or None: twice the model's context_noise)")
 
@@ -138,6 +143,8 @@ def shortcut_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig =
         tau_ctx = sample_low_tau((n_match, t), k_max, config, device)
         z_ctx = noise.add_noise(z0[m], tau_ctx, torch.randn_like(z0[m]))
         tau_m = noise.sample_tau_on_grid((n_match, t), torch.full((n_match,), 1.0 / k_max, device=device))
+        if config.pure_noise_prob:  # (no draw otherwise: earlier runs stay reproducible)
+            tau_m = torch.where(torch.rand(n_match, t, device=device) < config.pure_noise_prob, 1.0, tau_m)
         z_m = noise.add_noise(z0[m], tau_m, torch.randn_like(z0[m]))
         prior = noise.previous_frame_prior(z_ctx, tau_ctx)
         out = model(
