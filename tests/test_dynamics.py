@@ -66,9 +66,10 @@ def test_no_action_embedding_is_used_where_mask_is_false(condition_tokens):
 
 
 @pytest.mark.parametrize("options", [{}, {"prior_input": True}, {"condition_tokens": False, "prior_input": True, "context_noise": 0.03125}])
-def test_kv_cached_imagination_equals_full_recomputation(options):
+@pytest.mark.parametrize("context_length", [6, 4])  # 4: every cache slot filled, attention without a mask
+def test_kv_cached_imagination_equals_full_recomputation(options, context_length):
     """Prefill + cached passes give what one forward over the whole window gives."""
-    model = tiny(context_length=6, **options)
+    model = tiny(context_length=context_length, **options)
     b, c = 2, 3
     z, _, _, actions, mask = inputs(model, b, c + 1)
     mask[:, 0] = False
@@ -76,7 +77,9 @@ def test_kv_cached_imagination_equals_full_recomputation(options):
     rows = torch.arange(b)
     zero = torch.zeros_like(z[:, :c])
     model.prefill(cache, rows, z[:, :c], actions[:, :c], mask[:, :c], zero)
-    cached = model._cached_pass(cache, rows, z[:, c:], 0.5, 1, actions[:, c:], mask[:, c:], commit=False, heads=True)
+    step = model._step_inputs(cache, rows, actions[:, c:], mask[:, c:])
+    assert (step["mask"] is None) == (context_length == c + 1)
+    cached = model._cached_pass(cache, rows, z[:, c:], 0.5, 1, step, commit=False, heads=True)
     tau_ctx = model.config.context_noise
     tau = torch.cat([torch.full((b, c), tau_ctx), torch.full((b, 1), 0.5)], 1)
     level = torch.cat([torch.zeros(b, c, dtype=torch.long), torch.ones(b, 1, dtype=torch.long)], 1)

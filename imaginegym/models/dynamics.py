@@ -156,15 +156,18 @@ class Dynamics(nn.Module):
         return (z * self.latent_std + self.latent_mean).clamp(-1, 1)
 
     # ---------------------------------------------------------------- tokens in and out
-    def embed(self, z_tau, tau, level, actions, action_mask, prior) -> torch.Tensor:
-        """Frames (B, T, K, D), tau (B, T), step level (B, T) long, actions, mask (B, T), priors (B, T, K, D) -> (B, T, S, W)."""
-        if self.config.action_kind == "discrete":
-            action = self.action_in(actions.long())
-        else:
-            action = self.action_in(actions)
-        action = torch.where(action_mask[..., None], action, self.no_action)  # (B, T, W)
+    def embed_actions(self, actions, action_mask) -> torch.Tensor:
+        """Actions (B, T, A) float or (B, T) long and mask (B, T) -> (B, T, W); "no action" where the mask is False."""
+        action = self.action_in(actions.long() if self.config.action_kind == "discrete" else actions)
+        return torch.where(action_mask[..., None], action, self.no_action)
+
+    def embed_level(self, tau, level) -> torch.Tensor:
+        """Noise level tau (B, T) float and step level (B, T) long -> (B, T, W)."""
         angles = tau[..., None] * self.tau_freqs  # (B, T, 32)
-        level_token = self.tau_mlp(torch.cat([angles.sin(), angles.cos()], dim=-1)) + self.step_embed(level)
+        return self.tau_mlp(torch.cat([angles.sin(), angles.cos()], dim=-1)) + self.step_embed(level)
+
+    def embed(self, z_tau, action, level_token, prior) -> torch.Tensor:
+        """Frames (B, T, K, D), embedded actions and levels (B, T, W), priors (B, T, K, D) -> tokens (B, T, S, W)."""
         latents = self.latent_in(z_tau)  # (B, T, K, W)
         if self.prior_in is not None:
             latents = latents + self.prior_in(prior)
@@ -209,7 +212,8 @@ class Dynamics(nn.Module):
         rope = (cos[None, None], sin[None, None])
         if prior is None:
             prior = noise.previous_frame_prior(z_tau, tau)
-        x = rearrange(self.embed(z_tau, tau, level, actions, action_mask, prior), "b t s w -> b (t s) w")
+        tokens = self.embed(z_tau, self.embed_actions(actions, action_mask), self.embed_level(tau, level), prior)
+        x = rearrange(tokens, "b t s w -> b (t s) w")
         for block in self.blocks:
             x = block(x, mask, rope)
         return self.read(rearrange(x, "b (t s) w -> b t s w", s=s), z_tau, tau, prior)
@@ -221,28 +225,34 @@ class Dynamics(nn.Module):
         return KVCache(c.depth, batch, c.heads, c.context_length - 1, self.tokens_per_frame, self.head_dim,
                        c.latent_tokens, c.latent_dim, device, dtype)
 
-    def _cached_pass(self, cache: KVCache, rows, z, tau, level, actions, action_mask, commit: bool, heads: bool | None = None):
-        """One frame per env (z (B, 1, K, D)) against the cache; commit=True stores it as context.
-
-        The reward and continue heads run when ``heads`` (by default: when committing)."""
-        b = len(rows)
+    def _step_inputs(self, cache: KVCache, rows, actions, action_mask) -> dict:
+        """What every pass of one imagined step shares: RoPE angles, attention mask, action embedding, prior."""
         s = self.tokens_per_frame
-        tau = torch.full((b, 1), float(tau), device=z.device)
-        level = torch.full((b, 1), int(level), dtype=torch.long, device=z.device)
-        prior = cache.prior[rows][:, None]
-        x = rearrange(self.embed(z, tau, level, actions, action_mask, prior), "b t s w -> b (t s) w")
         times = cache.time[rows]
         cos, sin = rope_angles(repeat(times, "b -> b s", s=s), self.head_dim)
-        rope = (cos[:, None], sin[:, None])
-        mask = cache.key_mask(rows)
-        everyone = cache.is_all(rows)
+        return {
+            "times": times, "rope": (cos[:, None], sin[:, None]), "everyone": cache.is_all(rows),
+            # every slot filled (the steady state): no mask, so attention takes its fast path
+            "mask": None if bool(cache.valid[rows].all()) else cache.key_mask(rows),
+            "action": self.embed_actions(actions, action_mask), "prior": cache.prior[rows][:, None],
+        }
+
+    def _cached_pass(self, cache: KVCache, rows, z, tau: float, level: int, step: dict, commit: bool, heads: bool | None = None):
+        """One frame per env (z (B, 1, K, D)) against the cache; commit=True stores it as context.
+
+        ``step`` comes from ``_step_inputs``. The reward and continue heads run when ``heads``
+        (by default: when committing)."""
+        s = self.tokens_per_frame
+        tau = torch.full((1, 1), float(tau), device=z.device)  # one noise level for every env
+        level_token = self.embed_level(tau, torch.full((1, 1), int(level), dtype=torch.long, device=z.device))
+        x = rearrange(self.embed(z, step["action"], level_token.expand(len(rows), 1, -1), step["prior"]), "b t s w -> b (t s) w")
         for i, block in enumerate(self.blocks):
-            x, k, v = block.forward_cached(x, rope, *cache.layer(i, rows, everyone), mask)
+            x, k, v = block.forward_cached(x, step["rope"], *cache.layer(i, rows, step["everyone"]), step["mask"])
             if commit:
-                cache.write(i, rows, times[:, None], k, v)
-        out = self.read(rearrange(x, "b (t s) w -> b t s w", s=s), z, tau, prior, heads=commit if heads is None else heads)
+                cache.write(i, rows, step["times"][:, None], k, v)
+        out = self.read(rearrange(x, "b (t s) w -> b t s w", s=s), z, tau, step["prior"], heads=commit if heads is None else heads)
         if commit:
-            cache.valid[rows, times % cache.capacity] = True
+            cache.valid[rows, step["times"] % cache.capacity] = True
             cache.time[rows] += 1
             cache.prior[rows] = noise.clean_estimate(z, tau)[:, 0]
         return out
@@ -263,7 +273,8 @@ class Dynamics(nn.Module):
         z_tau = noise.add_noise(z_context, tau, noise_ctx)
         level = torch.zeros(b, t, dtype=torch.long, device=z_context.device)
         prior = noise.previous_frame_prior(z_tau, tau)
-        x = rearrange(self.embed(z_tau, tau, level, actions, action_mask, prior), "b t s w -> b (t s) w")
+        tokens = self.embed(z_tau, self.embed_actions(actions, action_mask), self.embed_level(tau, level), prior)
+        x = rearrange(tokens, "b t s w -> b (t s) w")
         times = torch.arange(t, device=z_context.device)
         cos, sin = rope_angles(times.repeat_interleave(s), self.head_dim)
         rope = (cos[None, None], sin[None, None])
@@ -287,14 +298,14 @@ class Dynamics(nn.Module):
         low, high = self.normalize(-torch.ones_like(self.latent_mean)), self.normalize(torch.ones_like(self.latent_mean))
         num_steps = noise_steps.shape[1] - 1
         level = noise.step_level(num_steps, self.config.k_max)
-        actions = actions[:, None]
         action_mask = torch.ones(len(rows), 1, dtype=torch.bool, device=noise_steps.device)
+        step = self._step_inputs(cache, rows, actions[:, None], action_mask)
         z = noise_steps[:, :1]
         for tau, d in noise.denoise_schedule(num_steps):
-            z0_hat = self._cached_pass(cache, rows, z, tau, level, actions, action_mask, commit=False)[0]
+            z0_hat = self._cached_pass(cache, rows, z, tau, level, step, commit=False)[0]
             z0_hat = torch.maximum(torch.minimum(z0_hat, high), low)  # the tokenizer's tanh range
             z = noise.euler_step(z, z0_hat, torch.tensor(tau), d)
         tau_ctx = self.config.context_noise
         z_ctx = noise.add_noise(z, torch.full(z.shape[:2], tau_ctx, device=z.device), noise_steps[:, -1:])
-        _, reward, cont = self._cached_pass(cache, rows, z_ctx, tau_ctx, 0, actions, action_mask, commit=True)
+        _, reward, cont = self._cached_pass(cache, rows, z_ctx, tau_ctx, 0, step, commit=True)
         return self.denormalize(z[:, 0]), reward[:, 0], torch.sigmoid(cont[:, 0])
