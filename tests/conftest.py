@@ -26,6 +26,7 @@ def make_tiny_world_model(context_length: int = 6, starts: int = 3, seed: int = 
     dynamics = DynamicsConfig(
         latent_tokens=tokenizer.latent_tokens, latent_dim=tokenizer.token_dim, action_kind="box", action_dim=1,
         width=32, depth=2, heads=2, context_length=context_length, k_max=8,
+        prior_input=True, condition_tokens=False, context_noise=0.0625,  # the bundled models' layout
     )
     env = EnvSpec(
         env_id="imaginegym/DMC-v0", task="cartpole-swingup",
@@ -34,6 +35,8 @@ def make_tiny_world_model(context_length: int = 6, starts: int = 3, seed: int = 
         env_kwargs={"task": "cartpole-swingup", "size": TINY_SIZE, "action_repeat": 2}, max_episode_steps=50,
     )
     model = WorldModel(tokenizer, dynamics, env)
+    with torch.no_grad():  # like cartpole, episodes go on (tests that need a termination set this bias themselves)
+        model.dynamics.continue_head[-1].bias.fill_(4.0)
     rng = np.random.default_rng(seed)
     model.start_frames = torch.from_numpy(rng.integers(0, 256, (starts, context_length - 1, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8))
     model.start_actions = torch.from_numpy(rng.uniform(-1, 1, (starts, context_length - 2, 1)).astype(np.float32))
