@@ -158,6 +158,8 @@ def test_config_rejects_bad_values():
         ShortcutConfig(loss_weight_floor=0)
     with pytest.raises(ValueError, match="low_noise_max=2"):
         ShortcutConfig(low_noise_max=2)
+    with pytest.raises(ValueError, match="pure_noise_prob=1.5"):
+        ShortcutConfig(pure_noise_prob=1.5)
 
 
 def test_diffusion_runs_on_standardized_latents_and_returns_raw_ones():

@@ -40,7 +40,6 @@ class DynamicsConfig:
     context_noise: float = noise.TAU_CTX  # tau_ctx: the noise level of context frames at inference
     condition_tokens: bool = True  # action and noise level as tokens of their own; else added to the latent tokens
 
-
     def __post_init__(self):
         if self.action_kind not in ("box", "discrete"):
             raise ValueError(f"action_kind={self.action_kind!r}; use 'box' or 'discrete'")
