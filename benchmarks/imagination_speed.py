@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 16, 64, 256], help="imagined batch sizes N")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each measurement")
     parser.add_argument("--real-workers", type=int, default=2, help="async workers of the real vector env")
+    parser.add_argument("--real-steps-per-second", type=float, default=None,
+                        help="the real env's figure measured elsewhere: skips measuring it (for a machine without MuJoCo)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--denoise-steps", type=int, default=4, help="shortcut denoising steps per imagined frame")
     parser.add_argument("--rollout-steps", type=int, default=0, help="also run one rollout this long (e.g. 1000)")
@@ -104,7 +106,10 @@ def main() -> None:
           f"context {wm.dynamics_config.context_length} frames, {args.denoise_steps} denoising steps; "
           f"device {wm.device}, {torch.get_num_threads()} torch threads")
 
-    real = real_speeds(wm, args.real_workers, args.seconds)
+    if args.real_steps_per_second:
+        real = {"given (--real-steps-per-second)": args.real_steps_per_second}
+    else:
+        real = real_speeds(wm, args.real_workers, args.seconds)
     best_real = max(real.values())
     imagined = {(n, mode): imagined_speed(wm, n, mode, args.seconds, args.denoise_steps) for n in args.num_envs for mode in ("latent", "pixels")}
 

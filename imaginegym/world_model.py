@@ -140,8 +140,8 @@ class WorldModel(nn.Module):
         actions = actions.float()
         if not torch.isfinite(actions).all():
             raise ValueError(f"{name} contain NaN or infinity: {actions.tolist()}")
-        low = torch.as_tensor(self.action_space.low, dtype=torch.float32)
-        high = torch.as_tensor(self.action_space.high, dtype=torch.float32)
+        low = torch.as_tensor(self.action_space.low, dtype=torch.float32, device=actions.device)
+        high = torch.as_tensor(self.action_space.high, dtype=torch.float32, device=actions.device)
         return torch.maximum(torch.minimum(actions, high), low).to(self.device)
 
     # ------------------------------------------------------------------ encode / decode

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from imaginegym import metrics
-from imaginegym.models.tokenizer import TokenizerConfig, float_to_pixels, make_tokenizer, pixels_to_float
+from imaginegym.models.tokenizer import TokenizerConfig, float_to_pixels, foreground_mask, make_tokenizer, pixels_to_float
 
 
 @pytest.mark.parametrize("config", [
@@ -93,6 +93,8 @@ def test_bad_configs_name_the_problem():
         TokenizerConfig(kind="cnn", decoder_upsample="nearest")
     with pytest.raises(ValueError, match="obs_dim"):
         TokenizerConfig(kind="mlp")
+    with pytest.raises(ValueError, match="foreground_weight=0.5"):
+        TokenizerConfig(kind="cnn", foreground_weight=0.5)
 
 
 def test_pixel_conversions_round_trip():
@@ -135,3 +137,36 @@ def test_decode_observation_equals_decode_then_to_observation(upsample, bottlene
     fast = tok.decode_observation(z)
     assert fast.shape == (2, 3, 16, 16, 3) and fast.dtype == torch.uint8
     assert (fast.int() - slow.int()).abs().max() <= 1  # rounding of float sums in another order
+
+
+def moving_square_frames(batch: int = 8) -> torch.Tensor:
+    """A static grey background with a white 3x3 square at a different place in each frame."""
+    frames = torch.full((batch, 1, 16, 16, 3), 90, dtype=torch.uint8)
+    for i in range(batch):
+        frames[i, 0, 6:9, i + 2 : i + 5] = 255
+    return frames
+
+
+def test_foreground_mask_marks_the_pixels_away_from_the_batch_median():
+    frames = moving_square_frames()
+    frames[0, 0, 0, 0] = 90 + metrics.MOVING_THRESHOLD  # on the threshold: still background
+    mask = foreground_mask(frames)
+    assert mask.shape == (8, 1, 1, 16, 16)
+    expected = (frames[..., 0] == 255).float().unsqueeze(2)
+    assert torch.equal(mask, expected)
+
+
+def test_foreground_weight_scales_the_loss_of_moving_pixels_only():
+    frames = moving_square_frames()
+    config = dict(kind="cnn", image_size=16, channels=(8, 8), latent_channels=4, token_patch=2)
+    torch.manual_seed(0)
+    plain = make_tokenizer(TokenizerConfig(**config))
+    weighted = make_tokenizer(TokenizerConfig(**config, foreground_weight=10.0))
+    weighted.load_state_dict(plain.state_dict())
+    squared_error = (plain.decode(plain.encode(frames)) - pixels_to_float(frames)).pow(2)
+    moving = foreground_mask(frames)
+    loss, m = weighted.loss(frames)
+    torch.testing.assert_close(loss, squared_error.mean() + 9.0 * (squared_error * moving).mean())
+    torch.testing.assert_close(plain.loss(frames)[0], squared_error.mean())
+    expected_moving = (squared_error * moving).sum() / (moving.sum() * 3)
+    torch.testing.assert_close(m["moving_psnr"], -10 * torch.log10(expected_moving))

@@ -303,7 +303,7 @@ class Dynamics(nn.Module):
         for tau, d in noise.denoise_schedule(num_steps):
             z0_hat = self._cached_pass(cache, rows, z, tau, level, step, commit=False)[0]
             z0_hat = torch.maximum(torch.minimum(z0_hat, high), low)  # the tokenizer's tanh range
-            z = noise.euler_step(z, z0_hat, torch.tensor(tau), d)
+            z = noise.euler_step(z, z0_hat, torch.tensor(tau, device=z.device), d)
         tau_ctx = self.config.context_noise
         z_ctx = noise.add_noise(z, torch.full(z.shape[:2], tau_ctx, device=z.device), noise_steps[:, -1:])
         _, reward, cont = self._cached_pass(cache, rows, z_ctx, tau_ctx, 0, step, commit=True)

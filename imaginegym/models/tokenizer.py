@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from imaginegym.metrics import MOVING_THRESHOLD
 from imaginegym.models.transformer import Block
 
 LPIPS_WEIGHT = 0.2
@@ -44,6 +45,9 @@ class TokenizerConfig:
     latent_dim: int = 16  # transformer / mlp / embedding / cnn-global: D
     mask_ratio_max: float = 0.9  # transformer MAE
     mask_warmup_steps: int = 2000  # transformer: p_max ramps from 0 over these steps
+    # pixels: loss weight of the pixels that differ from the batch's per-pixel median (the
+    # moving parts) by more than metrics.MOVING_THRESHOLD; 1 weighs every pixel alike
+    foreground_weight: float = 1.0
     # vectors (mlp) and discrete values (embedding)
     obs_dim: int = 0  # mlp: size of the vector; embedding: number of discrete components
     num_values: int = 0  # embedding: values per component
@@ -72,6 +76,8 @@ class TokenizerConfig:
                     f"image_size={self.image_size} with {len(self.channels)} stride-2 stages gives a "
                     f"{grid}x{grid} grid, not divisible by token_patch={self.token_patch}"
                 )
+        if not self.foreground_weight >= 1.0:
+            raise ValueError(f"foreground_weight={self.foreground_weight}; use 1 (every pixel alike) or more to favour moving pixels")
         if self.kind == "transformer" and self.image_size % self.patch_size:
             raise ValueError(f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}")
         if self.kind in ("mlp", "embedding") and self.obs_dim < 1:
@@ -107,6 +113,16 @@ def float_to_pixels(images: torch.Tensor) -> torch.Tensor:
     return rearrange((images.clamp(0, 1) * 255.0).round().to(torch.uint8), "... c h w -> ... h w c")
 
 
+def foreground_mask(frames: torch.Tensor, threshold: int = MOVING_THRESHOLD) -> torch.Tensor:
+    """uint8 (B, ..., H, W, 3) -> float (B, ..., 1, H, W): 1 where a pixel differs from the
+    per-pixel median over the batch (the static background, for a batch of varied frames)
+    by more than ``threshold`` in some channel."""
+    flat = frames.flatten(0, -4)
+    background = flat.median(dim=0).values
+    moving = (flat.int() - background.int()).abs().amax(-1) > threshold
+    return moving.float().reshape(*frames.shape[:-3], 1, *frames.shape[-3:-1])
+
+
 class Tokenizer(nn.Module):
     """What every tokenizer offers besides encode/decode/to_observation/loss."""
 
@@ -126,9 +142,16 @@ class PixelTokenizer(Tokenizer):
         """frames uint8 (B, T, H, W, 3) -> (loss, metrics)."""
         target = pixels_to_float(frames)
         recon = self.decode(self.encode(frames, step=step, train=True))
-        mse = F.mse_loss(recon, target)
+        squared_error = (recon - target).pow(2)
+        mse = squared_error.mean()
         metrics = {"mse": mse.detach(), "psnr": -10 * torch.log10(mse.detach().clamp_min(1e-10))}
         loss = mse
+        if self.config.foreground_weight != 1.0:
+            moving = foreground_mask(frames)  # (..., 1, H, W)
+            weight = 1.0 + (self.config.foreground_weight - 1.0) * moving
+            loss = (squared_error * weight).mean()
+            moving_mse = (squared_error * moving).sum() / (moving.sum() * 3).clamp_min(1)
+            metrics["moving_psnr"] = -10 * torch.log10(moving_mse.detach().clamp_min(1e-10))
         if lpips is not None:
             perceptual = lpips(recon.flatten(0, -4) * 2 - 1, target.flatten(0, -4) * 2 - 1).mean()
             loss = loss + LPIPS_WEIGHT * perceptual
