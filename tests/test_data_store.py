@@ -14,6 +14,7 @@ from gymnasium import spaces
 
 from imaginegym.data import SCHEMA_VERSION, DatasetError, DatasetMeta, Episode, EpisodeDataset, write_episode
 from imaginegym.data.format import INDEX_FILE, METADATA_FILE
+from imaginegym.data.store import InMemoryEpisodes
 
 
 def make_meta(size: int = 8, action_dim: int = 2) -> DatasetMeta:
@@ -69,6 +70,23 @@ def test_round_trip(tmp_path):
         assert f.attrs["schema_version"] == SCHEMA_VERSION
         assert json.loads(f.attrs["action_space"])["shape"] == [2]
         assert f["frames"].chunks == (1, 8, 8, 3) and f["frames"].compression == "gzip"
+
+
+def test_in_memory_episodes_read_like_the_dataset(tmp_path):
+    for i in range(3):
+        write(tmp_path, i, steps=3 + i)
+    ds = EpisodeDataset(tmp_path)
+    memory = InMemoryEpisodes(ds, ("frames", "rewards"), progress=False)
+    assert len(memory) == 3
+    np.testing.assert_array_equal(memory.lengths, ds.lengths)
+    for i in range(3):
+        for key, start, stop in (("frames", 0, None), ("frames", 1, 3), ("rewards", 2, None)):
+            np.testing.assert_array_equal(memory.read(i, key, start, stop), ds.read(i, key, start, stop))
+    assert InMemoryEpisodes.nbytes(ds) == (4 + 5 + 6) * 8 * 8 * 3
+    with pytest.raises(KeyError, match="'actions' is not in memory"):
+        memory.read(0, "actions")
+    with pytest.raises(KeyError, match="unknown keys"):
+        InMemoryEpisodes(ds, ("pixels",))
 
 
 def test_positions_follow_episode_order_with_gaps(tmp_path):

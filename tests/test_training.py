@@ -63,6 +63,15 @@ def test_training_resumes_exactly(tiny_dataset, tmp_path, monkeypatch):
         assert torch.equal(a, b)
 
 
+def test_tokenizer_trains_the_same_from_memory_and_from_disk(tiny_dataset, tmp_path):
+    config = TokenizerConfig(image_size=16, channels=(8, 8), latent_channels=4, token_patch=2)
+    optim = OptimConfig(steps=4, batch_size=4, warmup_steps=2)
+    in_memory = tokenizer_trainer.train_tokenizer(tiny_dataset, tmp_path / "a", config, optim, "cpu")
+    from_disk = tokenizer_trainer.train_tokenizer(tiny_dataset, tmp_path / "b", config, optim, "cpu", frames_in_memory_bytes=0)
+    for a, b in zip(in_memory.state_dict().values(), from_disk.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_checkpoints_load_without_unpickling_and_refuse_junk(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", {"w": torch.ones(2), "step": 3}, {"name": "x"})
     state, config = load_checkpoint(path)

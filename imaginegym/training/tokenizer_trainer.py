@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from imaginegym.data.store import EpisodeDataset
+from imaginegym.data.store import EpisodeDataset, InMemoryEpisodes
 from imaginegym.metrics import load_lpips
 from imaginegym.models.tokenizer import TokenizerConfig, make_tokenizer, pixels_to_float
 from imaginegym.training.distributed import init_distributed, training_device
@@ -28,7 +28,10 @@ class TokenizerObjective(nn.Module):
         return self.tokenizer.loss(batch["frames"], step=self.step, lpips=self.lpips)
 
 
-def sample_frames(dataset: EpisodeDataset, batch_size: int, frames: int, generator: torch.Generator) -> torch.Tensor:
+FRAMES_IN_MEMORY_BYTES = 8 * 2**30  # datasets up to this size are read into memory once (see InMemoryEpisodes)
+
+
+def sample_frames(dataset: EpisodeDataset | InMemoryEpisodes, batch_size: int, frames: int, generator: torch.Generator) -> torch.Tensor:
     """Random windows of ``frames`` consecutive frames -> uint8 (B, frames, H, W, 3)."""
     counts = dataset.lengths + 1 - frames + 1  # window starts per episode
     episodes = torch.multinomial(torch.from_numpy(counts.astype(np.float64)), batch_size, replacement=True, generator=generator)
@@ -46,8 +49,12 @@ def image_grid(real: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
 
 
 def train_tokenizer(data: str, out: str, tokenizer: TokenizerConfig, optim: OptimConfig, device: str = "auto",
-                    frames_per_sample: int = 1, require_lpips: bool = False) -> nn.Module:
-    """Train (or resume) ``out/tokenizer.pt``; returns the EMA tokenizer."""
+                    frames_per_sample: int = 1, require_lpips: bool = False,
+                    frames_in_memory_bytes: int = FRAMES_IN_MEMORY_BYTES) -> nn.Module:
+    """Train (or resume) ``out/tokenizer.pt``; returns the EMA tokenizer.
+
+    A dataset whose frames take at most ``frames_in_memory_bytes`` is read into memory
+    first; the batches are the same either way."""
     dev = training_device(device)
     context = init_distributed(dev)
     dataset = EpisodeDataset(data)
@@ -60,11 +67,14 @@ def train_tokenizer(data: str, out: str, tokenizer: TokenizerConfig, optim: Opti
     objective = TokenizerObjective(model, lpips).to(dev)
     loop = TrainingLoop("tokenizer", model, objective, optim, Path(out), {"tokenizer": asdict(tokenizer), "data": str(data)}, context, dev)
     objective.step = loop.step
-    preview = sample_frames(dataset, 8, 1, torch.Generator().manual_seed(1))[:, 0]
+    source = dataset
+    if loop.step < optim.steps and InMemoryEpisodes.nbytes(dataset) <= frames_in_memory_bytes:
+        source = InMemoryEpisodes(dataset, ("frames",), progress=context.is_main)
+    preview = sample_frames(source, 8, 1, torch.Generator().manual_seed(1))[:, 0]
 
     def on_image(writer, step, ema):
         with torch.no_grad():
             recon = ema.to_observation(ema.decode(ema.encode(preview.to(dev)))).cpu()
         writer.add_image("tokenizer/reconstruction", image_grid(preview, recon), step)
 
-    return loop.run(lambda g, step: {"frames": sample_frames(dataset, optim.batch_size, frames_per_sample, g)}, on_image)
+    return loop.run(lambda g, step: {"frames": sample_frames(source, optim.batch_size, frames_per_sample, g)}, on_image)
