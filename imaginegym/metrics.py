@@ -167,8 +167,11 @@ def evaluate_world_model(model, heldout, mean_frame: torch.Tensor, median_frame:
             preds.append(out["frames"].cpu()), pred_rewards.append(out["rewards"].cpu())
         pred, pred_reward = torch.cat(preds), torch.cat(pred_rewards)
         samples[steps] = pred
+        per_horizon = _summaries(pred, target, moving, horizons, lpips_model)
+        for h in horizons:  # the reward error at that step alone: it grows as the rollout drifts
+            per_horizon[h]["reward_error"] = (pred_reward[:, h - 1] - rewards[:, h - 1]).abs().mean().item()
         results["models"][f"imagined_{steps}_steps"] = {
-            "per_horizon": _summaries(pred, target, moving, horizons, lpips_model),
+            "per_horizon": per_horizon,
             "reward_mae": (pred_reward - rewards).abs().mean().item(),
             "seconds_per_frame": elapsed / pred_reward.numel(),
         }
