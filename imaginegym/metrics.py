@@ -92,6 +92,12 @@ def lpips_distance(model: nn.Module, pred: torch.Tensor, target: torch.Tensor) -
 MOVING_THRESHOLD = 25  # a pixel moves when its target differs from the median background by more (in 0..255)
 
 
+def moving_mask(frames: torch.Tensor, background: torch.Tensor, threshold: int = MOVING_THRESHOLD) -> torch.Tensor:
+    """uint8 (..., H, W, 3) against a uint8 background (H, W, 3) -> bool (..., H, W): the
+    pixels that differ from it by more than ``threshold`` in some channel."""
+    return ((frames.int() - background.int()).abs() > threshold).any(-1)
+
+
 def frame_statistics(dataset, every: int = 1, median_every: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel mean frame (float, over every ``every``-th frame) and median background (uint8)."""
     total, count, samples = None, 0, []
@@ -152,7 +158,7 @@ def evaluate_world_model(model, heldout, mean_frame: torch.Tensor, median_frame:
         rewards.append(torch.from_numpy(heldout.read(episode, "rewards", s - 1, s + horizon - 1)))
     frames, actions, rewards = torch.stack(frames), torch.stack(actions), torch.stack(rewards)
     ctx_frames, target = frames[:, :context], frames[:, context:]
-    moving = ((target.int() - median_frame.int()).abs() > MOVING_THRESHOLD).any(-1)
+    moving = moving_mask(target, median_frame)
     lpips_model = load_lpips()
     results = {"rollouts": len(starts), "context": context, "horizons": list(horizons), "models": {}}
     generator = torch.Generator().manual_seed(seed)

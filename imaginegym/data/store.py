@@ -304,10 +304,8 @@ class InMemoryEpisodes:
                 self._arrays[key].append(dataset.read(i, key))
 
     @staticmethod
-    def nbytes(dataset: EpisodeDataset, key: str = "frames") -> int:
-        """Bytes that holding array ``key`` of every episode would take (frames only: the big one)."""
-        if key != "frames":
-            raise KeyError(f"nbytes knows the size of 'frames' only, not {key!r}")
+    def nbytes(dataset: EpisodeDataset) -> int:
+        """Bytes that holding the frames of every episode would take (the other arrays are small)."""
         frames = int((dataset.lengths + 1).sum())
         return frames * int(np.prod(dataset.observation_space.shape)) * np.dtype(dataset.observation_space.dtype).itemsize
 
@@ -318,4 +316,3 @@ class InMemoryEpisodes:
         if key not in self._arrays:
             raise KeyError(f"{key!r} is not in memory (loaded: {', '.join(self.keys)}); pass keys=(..., {key!r})")
         return self._arrays[key][i][start:stop]
-

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from imaginegym.metrics import MOVING_THRESHOLD
+from imaginegym.metrics import moving_mask
 from imaginegym.models.transformer import Block
 
 LPIPS_WEIGHT = 0.2
@@ -46,7 +46,7 @@ class TokenizerConfig:
     mask_ratio_max: float = 0.9  # transformer MAE
     mask_warmup_steps: int = 2000  # transformer: p_max ramps from 0 over these steps
     # pixels: loss weight of the pixels that differ from the batch's per-pixel median (the
-    # moving parts) by more than metrics.MOVING_THRESHOLD; 1 weighs every pixel alike
+    # moving parts) as `metrics.moving_mask` finds them; 1 weighs every pixel alike
     foreground_weight: float = 1.0
     # vectors (mlp) and discrete values (embedding)
     obs_dim: int = 0  # mlp: size of the vector; embedding: number of discrete components
@@ -113,14 +113,12 @@ def float_to_pixels(images: torch.Tensor) -> torch.Tensor:
     return rearrange((images.clamp(0, 1) * 255.0).round().to(torch.uint8), "... c h w -> ... h w c")
 
 
-def foreground_mask(frames: torch.Tensor, threshold: int = MOVING_THRESHOLD) -> torch.Tensor:
-    """uint8 (B, ..., H, W, 3) -> float (B, ..., 1, H, W): 1 where a pixel differs from the
-    per-pixel median over the batch (the static background, for a batch of varied frames)
-    by more than ``threshold`` in some channel."""
-    flat = frames.flatten(0, -4)
-    background = flat.median(dim=0).values
-    moving = (flat.int() - background.int()).abs().amax(-1) > threshold
-    return moving.float().reshape(*frames.shape[:-3], 1, *frames.shape[-3:-1])
+def foreground_mask(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, ..., H, W, 3) -> float (B, ..., 1, H, W): 1 on the moving pixels (the
+    evaluation's rule, `metrics.moving_mask`) against the per-pixel median over the batch,
+    which is the static background for a batch of varied frames."""
+    background = frames.flatten(0, -4).median(dim=0).values
+    return moving_mask(frames, background).float().unsqueeze(-3)
 
 
 class Tokenizer(nn.Module):
