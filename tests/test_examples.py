@@ -72,3 +72,17 @@ def test_imagination_speed_benchmark_prints_ratios(tiny_world_model_path):
     out = result.stdout
     assert "2 denoising steps" in out and "latent@64 / best real" in out and "pixels@64 / best real" in out
     assert "one rollout of 30 imagined steps" in out and "KV cache" in out
+
+
+def test_tokenizer_reconstruction_benchmark_prints_one_row_per_tokenizer(tiny_dataset, tiny_world_model_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "tokenizer_reconstruction.py"), "--data", tiny_dataset, "--train-data", tiny_dataset,
+         "--tokenizers", tiny_world_model_path, "--every", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "identical to their predecessor" in lines[0] and "exact static" in result.stdout
+    copy_last = next(line for line in lines if line.startswith("copy-last-frame"))
+    assert "100.00" in copy_last  # the square stands still in some steps: copy-last is exact there
+    assert any(line.startswith(tiny_world_model_path) for line in lines)

@@ -125,10 +125,13 @@ def test_cnn_decoder_options_keep_old_layouts_and_lists_from_json():
     assert not full_resolution_convs  # the last doubling is a pixel shuffle
 
 
-@pytest.mark.parametrize("upsample, bottleneck", [("transposed", "grid"), ("pixel_shuffle", "grid"), ("pixel_shuffle", "global")])
-def test_decode_observation_equals_decode_then_to_observation(upsample, bottleneck):
+@pytest.mark.parametrize("upsample, bottleneck, background", [
+    ("transposed", "grid", "learned"), ("pixel_shuffle", "grid", "learned"), ("pixel_shuffle", "global", "learned"),
+    ("transposed", "global", "median"), ("pixel_shuffle", "global", "median"),
+])
+def test_decode_observation_equals_decode_then_to_observation(upsample, bottleneck, background):
     torch.manual_seed(0)
-    tok = make_tokenizer(TokenizerConfig(kind="cnn", image_size=16, channels=(8, 16), latent_channels=4, token_patch=2,
+    tok = make_tokenizer(TokenizerConfig(kind="cnn", image_size=16, channels=(8, 16), latent_channels=4, token_patch=2, background=background,
                                          decoder_upsample=upsample, bottleneck=bottleneck, width=32, num_latents=2, latent_dim=4)).eval()
     with torch.no_grad():
         tok.background.add_(torch.rand_like(tok.background) - 0.5)  # not the flat initial image
@@ -170,3 +173,62 @@ def test_foreground_weight_scales_the_loss_of_moving_pixels_only():
     torch.testing.assert_close(plain.loss(frames)[0], squared_error.mean())
     expected_moving = (squared_error * moving).sum() / (moving.sum() * 3)
     torch.testing.assert_close(m["moving_psnr"], -10 * torch.log10(expected_moving))
+
+
+def median_background_tokenizer(upsample: str = "pixel_shuffle"):
+    return make_tokenizer(TokenizerConfig(kind="cnn", image_size=16, channels=(8, 16), latent_channels=4, bottleneck="global",
+                                          width=32, num_latents=1, latent_dim=4, decoder_upsample=upsample, background="median"))
+
+
+def test_median_background_is_the_per_pixel_median_and_a_saved_buffer():
+    frames = moving_square_frames()
+    tok = median_background_tokenizer()
+    tok.set_background(frames)
+    assert torch.equal(float_to_pixels(tok.background), frames.flatten(0, 1).median(dim=0).values)
+    assert "background" in tok.state_dict() and "background" not in dict(tok.named_parameters())
+    with pytest.raises(ValueError, match=r"frames of shape \(2, 8, 8, 3\)"):
+        tok.set_background(torch.zeros(2, 8, 8, 3, dtype=torch.uint8))
+    learned = make_tokenizer(TokenizerConfig(kind="cnn", image_size=16, channels=(8, 16), token_patch=2))
+    with pytest.raises(ValueError, match="background='median'"):
+        learned.set_background(frames)
+
+
+@pytest.mark.parametrize("upsample", ["transposed", "pixel_shuffle"])
+def test_median_background_shows_exactly_where_the_decoder_paints_nothing(upsample):
+    """Opacity ~0 (a very negative logit) leaves the background's pixels exact, whatever the latent."""
+    frames = moving_square_frames()
+    tok = median_background_tokenizer(upsample).eval()
+    tok.set_background(frames)
+    last = tok.decoder[-2] if upsample == "pixel_shuffle" else tok.decoder[-1]
+    with torch.no_grad():
+        opacity_logit = torch.arange(last.out_channels) // (last.out_channels // 4) == 3  # channels are colour-major
+        last.bias[opacity_logit] = -30.0
+        z = torch.rand(3, 1, 4) * 2 - 1
+        out = tok.decode_observation(z)
+        assert torch.equal(out, tok.to_observation(tok.decode(z)))
+        last.bias[opacity_logit] = 30.0  # fully opaque: the decoder's own colours, not the background
+        painted = tok.decode_observation(z)
+    background = frames.flatten(0, 1).median(dim=0).values
+    assert torch.equal(out, background.expand_as(out))
+    assert not torch.equal(painted, background.expand_as(painted))
+
+
+def test_median_background_rejects_an_unknown_choice():
+    with pytest.raises(ValueError, match="background='mean'"):
+        TokenizerConfig(kind="cnn", background="mean")
+
+
+def test_opacity_penalty_adds_the_mean_opacity_to_the_loss():
+    frames = moving_square_frames()
+    config = dict(kind="cnn", image_size=16, channels=(8, 16), latent_channels=4, bottleneck="global", width=32,
+                  num_latents=1, latent_dim=4, background="median")
+    torch.manual_seed(0)
+    plain = make_tokenizer(TokenizerConfig(**config))
+    torch.manual_seed(0)
+    penalised = make_tokenizer(TokenizerConfig(**config, opacity_penalty=0.5))
+    loss, metrics = plain.loss(frames)
+    penalised_loss, penalised_metrics = penalised.loss(frames)
+    assert 0 < metrics["opacity"] < 1 and torch.equal(metrics["opacity"], penalised_metrics["opacity"])
+    assert penalised_loss.item() == pytest.approx(loss.item() + 0.5 * metrics["opacity"].item(), rel=1e-6)
+    with pytest.raises(ValueError, match="opacity_penalty=0.1 needs kind='cnn' with background='median'"):
+        TokenizerConfig(kind="cnn", opacity_penalty=0.1)

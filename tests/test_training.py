@@ -76,6 +76,20 @@ def test_tokenizer_trains_the_same_from_memory_and_from_disk(tiny_dataset, tmp_p
         assert torch.equal(a, b)
 
 
+def test_median_background_comes_from_the_training_frames_and_survives_the_checkpoint(tiny_dataset, tmp_path):
+    from imaginegym.data import EpisodeDataset
+    from imaginegym.models.tokenizer import float_to_pixels, make_tokenizer
+    from imaginegym.training.pipeline import load_weights
+
+    config = TokenizerConfig(image_size=16, channels=(8, 8), latent_channels=4, token_patch=2, background="median")
+    trained = tokenizer_trainer.train_tokenizer(tiny_dataset, tmp_path / "a", config, OptimConfig(steps=2, batch_size=4, warmup_steps=1), "cpu")
+    dataset = EpisodeDataset(tiny_dataset)
+    frames = torch.cat([torch.from_numpy(dataset.read(i, "frames")) for i in range(len(dataset))])
+    assert torch.equal(float_to_pixels(trained.background), frames.median(dim=0).values)  # the square's track is black in most frames
+    loaded = load_weights(tmp_path / "a" / "tokenizer.pt", make_tokenizer(config))
+    assert torch.equal(loaded.background, trained.background)
+
+
 def test_checkpoints_load_without_unpickling_and_refuse_junk(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", {"w": torch.ones(2), "step": 3}, {"name": "x"})
     state, config = load_checkpoint(path)

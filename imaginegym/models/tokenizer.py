@@ -1,6 +1,9 @@
 """Tokenizers: observations -> K latent tokens of D dims per frame, squashed by tanh.
 
-* ``cnn`` (default, CPU-friendly): strided convolutions to a small grid, grouped into tokens.
+* ``cnn`` (default, CPU-friendly): strided convolutions to a small grid, grouped into tokens
+  (or, with ``bottleneck="global"``, an MLP to a few tokens). With a fixed camera,
+  ``background="median"`` has its decoder paint over the training data's median frame, so
+  the static background comes out exact and the latents describe only what moves.
 * ``transformer``: patch tokens + learned latent tokens, block-causal over time, trained as a
   masked autoencoder with mask ratio p ~ U(0, p_max) and a warm-up curriculum on p_max
   (starting unmasked forces attention to read the patches, which prevents the mean-image
@@ -36,6 +39,11 @@ class TokenizerConfig:
     token_patch: int = 4  # cnn: side of the grid patch that forms one token
     decoder_channels: tuple[int, ...] = ()  # cnn: decoder widths from the grid up; () mirrors `channels`
     decoder_upsample: str = "transposed"  # cnn: last upsampling by "transposed" conv or "pixel_shuffle"
+    # cnn: "learned" adds a trained image under the decoder's output; "median" has the decoder
+    # paint colour and opacity over the training data's per-pixel median frame (a fixed camera's
+    # static background), which it then reproduces exactly wherever the opacity is ~0
+    background: str = "learned"
+    opacity_penalty: float = 0.0  # cnn, "median" background: loss weight of the mean opacity (favours an exact background)
     bottleneck: str = "grid"  # cnn: "grid" (tokens are grid patches) or "global" (an MLP to num_latents x latent_dim)
     patch_size: int = 8  # transformer: pixels per patch side
     width: int = 128  # transformer / mlp / cnn-global hidden width
@@ -68,6 +76,8 @@ class TokenizerConfig:
                 raise ValueError(f"the decoder's first width {self.decoder_widths[0]} must be a multiple of 8 (GroupNorm)")
             if self.bottleneck not in ("grid", "global"):
                 raise ValueError(f"bottleneck={self.bottleneck!r}; use 'grid' or 'global'")
+            if self.background not in ("learned", "median"):
+                raise ValueError(f"background={self.background!r}; use 'learned' or 'median'")
             if self.decoder_upsample not in ("transposed", "pixel_shuffle"):
                 raise ValueError(f"decoder_upsample={self.decoder_upsample!r}; use 'transposed' or 'pixel_shuffle'")
             grid = self.image_size >> len(self.channels)
@@ -76,6 +86,8 @@ class TokenizerConfig:
                     f"image_size={self.image_size} with {len(self.channels)} stride-2 stages gives a "
                     f"{grid}x{grid} grid, not divisible by token_patch={self.token_patch}"
                 )
+        if not self.opacity_penalty >= 0.0 or (self.opacity_penalty and (self.kind, self.background) != ("cnn", "median")):
+            raise ValueError(f"opacity_penalty={self.opacity_penalty} needs kind='cnn' with background='median' and a value >= 0")
         if not self.foreground_weight >= 1.0:
             raise ValueError(f"foreground_weight={self.foreground_weight}; use 1 (every pixel alike) or more to favour moving pixels")
         if self.kind == "transformer" and self.image_size % self.patch_size:
@@ -133,13 +145,17 @@ class Tokenizer(nn.Module):
 class PixelTokenizer(Tokenizer):
     """Shared loss and conversions of the pixel tokenizers (MSE + 0.2 LPIPS when available)."""
 
+    def reconstruct(self, frames: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Training-mode reconstruction of uint8 frames -> (images, opacity over a fixed background or None)."""
+        return self.decode(self.encode(frames, step=step, train=True)), None
+
     def to_observation(self, decoded: torch.Tensor) -> torch.Tensor:
         return float_to_pixels(decoded)
 
     def loss(self, frames: torch.Tensor, step: int = 0, lpips: nn.Module | None = None):
         """frames uint8 (B, T, H, W, 3) -> (loss, metrics)."""
         target = pixels_to_float(frames)
-        recon = self.decode(self.encode(frames, step=step, train=True))
+        recon, opacity = self.reconstruct(frames, step)
         squared_error = (recon - target).pow(2)
         mse = squared_error.mean()
         metrics = {"mse": mse.detach(), "psnr": -10 * torch.log10(mse.detach().clamp_min(1e-10))}
@@ -150,6 +166,9 @@ class PixelTokenizer(Tokenizer):
             loss = (squared_error * weight).mean()
             moving_mse = (squared_error * moving).sum() / (moving.sum() * 3).clamp_min(1)
             metrics["moving_psnr"] = -10 * torch.log10(moving_mse.detach().clamp_min(1e-10))
+        if opacity is not None:
+            metrics["opacity"] = opacity.detach().mean()
+            loss = loss + self.config.opacity_penalty * opacity.mean()
         if lpips is not None:
             perceptual = lpips(recon.flatten(0, -4) * 2 - 1, target.flatten(0, -4) * 2 - 1).mean()
             loss = loss + LPIPS_WEIGHT * perceptual
@@ -185,23 +204,60 @@ class CNNTokenizer(PixelTokenizer):
         # "pixel_shuffle" makes the last doubling a 3x3 conv to 3 x 2 x 2 channels rearranged into
         # pixels, so no convolution runs at full resolution (the cheapest decoder per frame).
         widths = list(c.decoder_widths)
+        out = 4 if c.background == "median" else 3  # colour (+ opacity)
         layers = [nn.Conv2d(c.latent_channels, widths[0], 3, padding=1), nn.SiLU(), _conv_block(widths[0], widths[0])]
         for cin, cout in zip(widths, widths[1:]):
             layers += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.SiLU()]
         if c.decoder_upsample == "pixel_shuffle":
-            layers += [nn.Conv2d(widths[-1], 3 * 4, 3, padding=1), nn.PixelShuffle(2)]
+            layers += [nn.Conv2d(widths[-1], out * 4, 3, padding=1), nn.PixelShuffle(2)]
         else:
-            layers += [nn.ConvTranspose2d(widths[-1], widths[-1], 4, stride=2, padding=1), nn.SiLU(), nn.Conv2d(widths[-1], 3, 3, padding=1)]
+            layers += [nn.ConvTranspose2d(widths[-1], widths[-1], 4, stride=2, padding=1), nn.SiLU(), nn.Conv2d(widths[-1], out, 3, padding=1)]
         self.decoder = nn.Sequential(*layers)
         if c.bottleneck == "global":
             g = c.image_size >> len(c.channels)
             flat = g * g * c.latent_channels
             self.to_tokens = nn.Sequential(nn.Flatten(), nn.Linear(flat, c.width), nn.SiLU(), nn.Linear(c.width, c.num_latents * c.latent_dim))
             self.from_tokens = nn.Sequential(nn.Linear(c.num_latents * c.latent_dim, c.width), nn.SiLU(), nn.Linear(c.width, flat))
-        # A learned per-pixel image under the decoder's output: with a fixed camera most pixels
-        # are static background, which a bias image holds exactly, leaving the convolutions the
-        # moving parts.
-        self.background = nn.Parameter(torch.full((3, c.image_size, c.image_size), 0.5))
+        # With a fixed camera most pixels are static background (99% on cartpole).
+        # "learned": a per-pixel image under the decoder's output, leaving the convolutions the
+        # moving parts; yet their output never vanishes, so static pixels stay a little noisy.
+        # "median": the data's median frame (`set_background`), over which the decoder paints
+        # colour with an opacity; where the opacity is ~0 a static pixel comes out exact.
+        background = torch.full((3, c.image_size, c.image_size), 0.5)
+        if c.background == "median":
+            self.register_buffer("background", background)
+        else:
+            self.background = nn.Parameter(background)
+
+    @torch.no_grad()
+    def set_background(self, frames: torch.Tensor) -> None:
+        """The per-pixel median of uint8 frames (..., H, W, 3) becomes the background image."""
+        if self.config.background != "median":
+            raise ValueError(f"set_background needs a tokenizer with background='median', not {self.config.background!r}")
+        if frames.shape[-3:] != self.background.shape[1:] + (3,):
+            raise ValueError(f"frames of shape {tuple(frames.shape)} do not match the tokenizer's "
+                             f"{self.config.image_size}x{self.config.image_size}x3 images")
+        median = frames.reshape(-1, *frames.shape[-3:]).median(dim=0).values
+        self.background.copy_(pixels_to_float(median.to(self.background.device)))
+
+    def _over_background(self, painted: torch.Tensor, background: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The decoder's raw output -> (images, opacity): added to a learned background (no
+        opacity), or its colour (around mid-grey) laid over the median background with
+        opacity sigmoid(logit)."""
+        if self.config.background == "learned":
+            return painted + background, None
+        colour, logit = painted.split((3, 1), dim=channel_dim)
+        opacity = torch.sigmoid(logit)
+        return torch.lerp(background, colour + 0.5, opacity), opacity
+
+    def _decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        lead = z.shape[:-2]
+        painted = self.decoder(self._grid(z.reshape(-1, *z.shape[-2:])))
+        images, opacity = self._over_background(painted, self.background, channel_dim=1)
+        return images.reshape(*lead, *images.shape[1:]), opacity
+
+    def reconstruct(self, frames: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self._decode(self.encode(frames, step=step, train=True))
 
     def encode(self, frames: torch.Tensor, step: int = 0, train: bool = False) -> torch.Tensor:
         """uint8 (..., H, W, 3) -> latents (..., K, D) in [-1, 1]."""
@@ -225,9 +281,7 @@ class CNNTokenizer(PixelTokenizer):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """latents (..., K, D) -> images float (..., 3, H, W), nominally in [0, 1]."""
-        lead = z.shape[:-2]
-        images = self.decoder(self._grid(z.reshape(-1, *z.shape[-2:]))) + self.background
-        return images.reshape(*lead, *images.shape[1:])
+        return self._decode(z)[0]
 
     @torch.no_grad()
     def decode_observation(self, z: torch.Tensor) -> torch.Tensor:
@@ -240,8 +294,9 @@ class CNNTokenizer(PixelTokenizer):
         if self.config.decoder_upsample != "pixel_shuffle":
             return self.to_observation(self.decode(z))
         lead = z.shape[:-2]
-        sub_pixels = self.decoder[:-1](self._grid(z.reshape(-1, *z.shape[-2:])))  # (N, 3*2*2, H/2, W/2), before the PixelShuffle
-        images = rearrange(sub_pixels, "n (c p1 p2) h w -> n (h p1) (w p2) c", p1=2, p2=2) + self.background.permute(1, 2, 0)
+        sub_pixels = self.decoder[:-1](self._grid(z.reshape(-1, *z.shape[-2:])))  # (N, C*2*2, H/2, W/2), before the PixelShuffle
+        painted = rearrange(sub_pixels, "n (c p1 p2) h w -> n (h p1) (w p2) c", p1=2, p2=2)
+        images = self._over_background(painted, self.background.permute(1, 2, 0), channel_dim=-1)[0]
         pixels = images.clamp_(0, 1).mul_(255.0).round_().to(torch.uint8)
         return pixels.reshape(*lead, *pixels.shape[1:])
 

@@ -28,6 +28,7 @@ class TokenizerObjective(nn.Module):
         return self.tokenizer.loss(batch["frames"], step=self.step, lpips=self.lpips)
 
 
+BACKGROUND_FRAMES = 2048  # random training frames whose per-pixel median is a "median" background
 FRAMES_IN_MEMORY_BYTES = 8 * 2**30  # datasets up to this size are read into memory once (see InMemoryEpisodes)
 
 
@@ -63,6 +64,8 @@ def train_tokenizer(data: str, out: str, tokenizer: TokenizerConfig, optim: Opti
         raise ValueError(f"dataset {data} has {size}x{size} frames but --tokenizer-image-size={tokenizer.image_size}; set it to {size}")
     torch.manual_seed(optim.seed)  # the same initial weights on every rank and every run
     model = make_tokenizer(tokenizer).to(dev)
+    if tokenizer.kind == "cnn" and tokenizer.background == "median":  # before the EMA copies the model
+        model.set_background(sample_frames(dataset, BACKGROUND_FRAMES, 1, torch.Generator().manual_seed(optim.seed)))
     lpips = load_lpips(required=require_lpips, device=dev)
     objective = TokenizerObjective(model, lpips).to(dev)
     loop = TrainingLoop("tokenizer", model, objective, optim, Path(out), {"tokenizer": asdict(tokenizer), "data": str(data)}, context, dev)
