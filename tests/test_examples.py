@@ -86,3 +86,15 @@ def test_tokenizer_reconstruction_benchmark_prints_one_row_per_tokenizer(tiny_da
     copy_last = next(line for line in lines if line.startswith("copy-last-frame"))
     assert "100.00" in copy_last  # the square stands still in some steps: copy-last is exact there
     assert any(line.startswith(tiny_world_model_path) for line in lines)
+
+
+def test_rollout_grid_benchmark_writes_one_block_per_start(tiny_dataset, tiny_world_model_path, tmp_path):
+    out = tmp_path / "grid.png"
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "rollout_grid.py"), "--world-models", tiny_world_model_path, tiny_world_model_path,
+         "--data", tiny_dataset, "--horizons", "1", "3", "--starts", "2", "--context", "4", "--scale", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    image = iio.imread(out)
+    assert image.shape == (2 * 3 * 16 + 4, 2 * 16, 3)  # 2 starts x (real + 2 models) rows of 16 pixels, one gap
