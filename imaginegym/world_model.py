@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,11 @@ class WorldModel(nn.Module):
         # Real start contexts for resets without a dataset: frames (N, C, H, W, 3), actions (N, C-1, A).
         self.register_buffer("start_frames", torch.zeros(0, dtype=torch.uint8), persistent=False)
         self.register_buffer("start_actions", torch.zeros(0), persistent=False)
+
+    def set_context_noise(self, tau: float) -> None:
+        """Imagine with context frames at noise level ``tau`` (tau_ctx) instead of the trained one."""
+        self.dynamics_config = replace(self.dynamics_config, context_noise=tau)  # validates tau
+        self.dynamics.config = self.dynamics_config
 
     @property
     def device(self) -> torch.device:

@@ -32,8 +32,9 @@ def test_train_world_model_cli_then_load_and_evaluate(tiny_dataset, tmp_path, ca
     wm = WorldModel.load(run)
     assert wm.env_spec.task == "cartpole-swingup" and wm.start_frames.shape[1:] == (3, 16, 16, 3)
     assert main(["eval", "world-model", str(run), "--data", tiny_dataset, "--horizons", "1", "2", "3", "4", "--context", "4",
-                 "--denoise-steps", "4", "8", "--per-episode", "2", "--device", "cpu"]) == 0
+                 "--denoise-steps", "4", "8", "--per-episode", "2", "--context-noise", "0.05", "--device", "cpu"]) == 0
     results = json.loads((run / "eval" / "results.json").read_text())
+    assert results["context_noise"] == 0.05
     assert set(results["models"]) == {"imagined_4_steps", "imagined_8_steps", "copy_last_frame", "mean_frame"}
     assert results["rollouts"] == 6 and (run / "eval" / "rollouts.gif").stat().st_size > 0
     imagined = results["models"]["imagined_4_steps"]

@@ -31,6 +31,18 @@ def test_imagination_is_seeded_and_shaped(tiny_world_model):
     assert a["rewards"].shape == (2, 5) and ((a["continues"] >= 0) & (a["continues"] <= 1)).all()
 
 
+def test_context_noise_can_be_set_for_imagination(tiny_world_model):
+    wm = tiny_world_model
+    ctx, ctx_actions, actions = wm.start_frames[:2], wm.start_actions[:2], torch.zeros(2, 3, 1)
+    trained = wm.imagine(ctx, ctx_actions, actions, 4, torch.Generator().manual_seed(3))
+    wm.set_context_noise(0.5)
+    assert wm.dynamics_config.context_noise == wm.dynamics.config.context_noise == 0.5
+    noisier = wm.imagine(ctx, ctx_actions, actions, 4, torch.Generator().manual_seed(3))
+    assert not torch.allclose(trained["rewards"], noisier["rewards"])
+    with pytest.raises(ValueError, match="context_noise=1.5"):
+        wm.set_context_noise(1.5)
+
+
 def test_missing_model_names_the_choices(tmp_path):
     with pytest.raises(FileNotFoundError, match="bundled name"):
         WorldModel.load(tmp_path / "nope.safetensors")

@@ -103,6 +103,7 @@ def add_eval_parser(subparsers) -> None:
     wm.add_argument("--denoise-steps", type=int, nargs="+", default=[4, 64], help="shortcut sampling steps to compare")
     wm.add_argument("--per-episode", type=int, default=5, help="rollouts per held-out episode")
     wm.add_argument("--out", help="directory for results.json and rollouts.gif (default: MODEL/eval or ./eval-<name>)")
+    wm.add_argument("--context-noise", type=float, help="tau_ctx: the noise level of context frames (default: the model's own)")
     wm.add_argument("--device", default="auto")
     wm.add_argument("--seed", type=int, default=0)
     parser.set_defaults(handler=run_eval)
@@ -118,6 +119,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from imaginegym.world_model import WorldModel
 
     model = WorldModel.load(args.model, device=args.device)
+    if args.context_noise is not None:
+        model.set_context_noise(args.context_noise)
     run_dir = Path(args.model) if Path(args.model).is_dir() else None
     train_data = args.train_data
     if train_data is None:
@@ -131,7 +134,8 @@ def run_eval(args: argparse.Namespace) -> int:
         model, EpisodeDataset(args.data), mean_frame, median_frame, tuple(args.horizons), args.context,
         tuple(args.denoise_steps), args.per_episode, args.seed,
     )
-    results.update({"model": str(args.model), "data": str(args.data), "train_data": str(train_data)})
+    results.update({"model": str(args.model), "data": str(args.data), "train_data": str(train_data),
+                    "context_noise": model.dynamics_config.context_noise})
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = format_results(results)
     (out / "results.txt").write_text(table + "\n")
