@@ -18,7 +18,7 @@ import imageio.v3 as iio
 import torch
 
 from imaginegym.data import EpisodeDataset
-from imaginegym.metrics import rollout_starts
+from imaginegym.metrics import read_rollouts, rollout_starts
 from imaginegym.world_model import WorldModel
 
 GAP = 4  # pixels between blocks
@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(starts) < args.starts:
         raise ValueError(f"--starts {args.starts}: {args.data} has only {len(starts)} episodes with {args.context} + {horizon} frames")
     starts = [starts[i] for i in torch.linspace(0, len(starts) - 1, args.starts).round().long().tolist()]
-    frames = torch.stack([torch.from_numpy(heldout.read(e, "frames", s - args.context, s + horizon)) for e, s in starts])
-    actions = torch.stack([torch.from_numpy(heldout.read(e, "actions", s - args.context, s + horizon - 1)) for e, s in starts])
+    frames, actions, _ = read_rollouts(heldout, starts, args.context, horizon)
     context, target = frames[:, : args.context], frames[:, args.context :]
     columns = [h - 1 for h in args.horizons]
     rows = [target[:, columns]]

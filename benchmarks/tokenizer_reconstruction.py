@@ -24,6 +24,8 @@ import torch
 
 from imaginegym.data import EpisodeDataset
 from imaginegym.metrics import frame_statistics, moving_mask, psnr
+from imaginegym.training.pipeline import load_tokenizer as load_tokenizer_checkpoint
+from imaginegym.world_model import WorldModel
 
 IDENTICAL_DB = 99.0  # per-frame PSNR of identical frames is capped at 100 dB
 
@@ -31,14 +33,7 @@ IDENTICAL_DB = 99.0  # per-frame PSNR of identical frames is capped at 100 dB
 def load_tokenizer(name: str) -> torch.nn.Module:
     """A tokenizer from a training checkpoint (``.pt``) or from any world model ``WorldModel.load`` finds."""
     if name.endswith(".pt"):
-        from imaginegym.models.tokenizer import TokenizerConfig, make_tokenizer
-        from imaginegym.training.checkpoint import load_checkpoint
-        from imaginegym.training.pipeline import load_weights
-
-        config = TokenizerConfig(**load_checkpoint(Path(name))[1]["tokenizer"])
-        return load_weights(Path(name), make_tokenizer(config))
-    from imaginegym.world_model import WorldModel
-
+        return load_tokenizer_checkpoint(Path(name))
     return WorldModel.load(name).tokenizer
 
 

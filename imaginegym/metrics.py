@@ -123,6 +123,17 @@ def rollout_starts(lengths, context: int, horizon: int, per_episode: int) -> lis
     return starts
 
 
+def read_rollouts(dataset, starts: list[tuple[int, int]], context: int, horizon: int):
+    """The real data of rollouts from ``rollout_starts``: frames uint8 (B, context + horizon, H, W, 3),
+    the actions between them (B, context + horizon - 1, A) and the rewards of the imagined steps (B, horizon)."""
+    frames, actions, rewards = [], [], []
+    for episode, s in starts:
+        frames.append(torch.from_numpy(dataset.read(episode, "frames", s - context, s + horizon)))
+        actions.append(torch.from_numpy(dataset.read(episode, "actions", s - context, s + horizon - 1)))
+        rewards.append(torch.from_numpy(dataset.read(episode, "rewards", s - 1, s + horizon - 1)))
+    return torch.stack(frames), torch.stack(actions), torch.stack(rewards)
+
+
 def _summaries(pred: torch.Tensor, target: torch.Tensor, moving: torch.Tensor, horizons, lpips_model) -> dict:
     """pred/target uint8 (B, H, h, w, 3), moving bool (B, H, h, w) -> metrics per horizon."""
     out = {}
@@ -151,12 +162,7 @@ def evaluate_world_model(model, heldout, mean_frame: torch.Tensor, median_frame:
     starts = rollout_starts(heldout.lengths, context, horizon, per_episode)
     if not starts:
         raise ValueError(f"no held-out episode has {context} + {horizon} frames; collect longer episodes")
-    frames, actions, rewards = [], [], []
-    for episode, s in starts:
-        frames.append(torch.from_numpy(heldout.read(episode, "frames", s - context, s + horizon)))
-        actions.append(torch.from_numpy(heldout.read(episode, "actions", s - context, s + horizon - 1)))
-        rewards.append(torch.from_numpy(heldout.read(episode, "rewards", s - 1, s + horizon - 1)))
-    frames, actions, rewards = torch.stack(frames), torch.stack(actions), torch.stack(rewards)
+    frames, actions, rewards = read_rollouts(heldout, starts, context, horizon)
     ctx_frames, target = frames[:, :context], frames[:, context:]
     moving = moving_mask(target, median_frame)
     lpips_model = load_lpips()

@@ -79,15 +79,16 @@ def test_tokenizer_trains_the_same_from_memory_and_from_disk(tiny_dataset, tmp_p
 
 def test_median_background_comes_from_the_training_frames_and_survives_the_checkpoint(tiny_dataset, tmp_path):
     from imaginegym.data import EpisodeDataset
-    from imaginegym.models.tokenizer import float_to_pixels, make_tokenizer
-    from imaginegym.training.pipeline import load_weights
+    from imaginegym.models.tokenizer import float_to_pixels
+    from imaginegym.training.pipeline import load_tokenizer
 
     config = TokenizerConfig(image_size=16, channels=(8, 8), latent_channels=4, token_patch=2, background="median")
     trained = tokenizer_trainer.train_tokenizer(tiny_dataset, tmp_path / "a", config, OptimConfig(steps=2, batch_size=4, warmup_steps=1), "cpu")
     dataset = EpisodeDataset(tiny_dataset)
     frames = torch.cat([torch.from_numpy(dataset.read(i, "frames")) for i in range(len(dataset))])
     assert torch.equal(float_to_pixels(trained.background), frames.median(dim=0).values)  # the square's track is black in most frames
-    loaded = load_weights(tmp_path / "a" / "tokenizer.pt", make_tokenizer(config))
+    loaded = load_tokenizer(tmp_path / "a" / "tokenizer.pt")
+    assert loaded.config == config
     assert torch.equal(loaded.background, trained.background)
 
 

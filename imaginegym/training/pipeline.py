@@ -52,6 +52,12 @@ def load_weights(path: Path, module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+def load_tokenizer(path: Path) -> torch.nn.Module:
+    """The tokenizer of a training checkpoint ``tokenizer.pt``, built from its config, with ``load_weights``' weights."""
+    config = TokenizerConfig(**load_checkpoint(path)[1]["tokenizer"])  # JSON lists become tuples in the config itself
+    return load_weights(path, make_tokenizer(config))
+
+
 def start_contexts(dataset: EpisodeDataset, frames: int, count: int = START_CONTEXTS, seed: int = 0):
     """The first ``frames`` frames (and the actions between them) of ``count`` episodes."""
     rng = np.random.default_rng(seed)
