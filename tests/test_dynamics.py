@@ -27,6 +27,19 @@ def inputs(model, b=2, t=4):
     return z, tau, level, actions, mask
 
 
+def train_briefly(model, loss_fn, key: str, steps: int = 60):
+    """Adam on ``loss_fn() -> (loss, metrics)`` for a few steps -> (first, last) values of ``metrics[key]``, last metrics."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(steps):
+        loss, metrics = loss_fn()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        first = first if first is not None else float(metrics[key])
+    return first, float(metrics[key]), metrics
+
+
 @pytest.mark.parametrize("kind,options", [("box", {}), ("discrete", {}), ("box", {"prior_input": True}),
                                           ("discrete", {"condition_tokens": False})])
 def test_frames_do_not_see_the_future(kind, options):
@@ -89,6 +102,34 @@ def test_kv_cached_imagination_equals_full_recomputation(options, context_length
         assert torch.allclose(got[:, 0], want[:, -1], atol=1e-5)
 
 
+def test_imagined_frames_carry_their_flag_in_the_cache_as_in_a_full_forward():
+    """With mark_imagined, a frame committed by imagine_step is context flagged as imagined; prefilled frames are not."""
+    model = tiny(context_length=6, mark_imagined=True, condition_tokens=False, prior_input=True)
+    with torch.no_grad():
+        model.imagined_embed.normal_()
+    b, c = 2, 3
+    z, _, _, actions, mask = inputs(model, b, c + 2)
+    z = z.clamp(-1, 1)
+    mask[:, 0] = False
+    cache = model.new_cache(b)
+    rows = torch.arange(b)
+    model.prefill(cache, rows, z[:, :c], actions[:, :c], mask[:, :c], torch.zeros_like(z[:, :c]))
+    noise_steps = torch.cat([torch.randn(b, 1, 3, 8), torch.zeros(b, 1, 3, 8)], 1)  # no noise when it enters the cache
+    imagined, _, _ = model.imagine_step(cache, rows, actions[:, c], noise_steps)
+    step = model._step_inputs(cache, rows, actions[:, c + 1:], mask[:, c + 1:])
+    cached = model._cached_pass(cache, rows, z[:, c + 1:], 0.5, 1, step, commit=False, heads=True)
+    tau_ctx = model.config.context_noise
+    tau = torch.cat([torch.full((b, c + 1), tau_ctx), torch.full((b, 1), 0.5)], 1)
+    level = torch.cat([torch.zeros(b, c + 1, dtype=torch.long), torch.ones(b, 1, dtype=torch.long)], 1)
+    z_in = torch.cat([(1 - tau_ctx) * z[:, :c], (1 - tau_ctx) * imagined[:, None], z[:, c + 1:]], 1)
+    flags = torch.tensor([False] * c + [True, False]).expand(b, -1)
+    full = model(z_in, tau, level, actions, mask, imagined=flags)
+    for got, want in zip(cached, full):
+        assert torch.allclose(got[:, 0], want[:, -1], atol=1e-5)
+    unflagged = model(z_in, tau, level, actions, mask)
+    assert not torch.allclose(cached[0][:, 0], unflagged[0][:, -1], atol=1e-3)
+
+
 def test_cache_is_a_ring_buffer_of_constant_size_and_rows_are_independent():
     model = tiny(context_length=4)
     cache = model.new_cache(3)
@@ -136,15 +177,8 @@ def test_shortcut_forcing_loss_trains_every_part():
     loss.backward()
     assert model.step_embed.weight.grad[1:].abs().sum() > 0  # coarse step sizes get trained
     assert model.reward_head[-1].weight.grad.abs().sum() > 0
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = None
-    for _ in range(60):
-        loss, metrics = shortcut_forcing_loss(model, batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        first = first if first is not None else float(metrics["flow"])
-    assert float(metrics["flow"]) < 0.7 * first
+    first, last, _ = train_briefly(model, lambda: shortcut_forcing_loss(model, batch), "flow")
+    assert last < 0.7 * first
 
 
 def test_config_rejects_bad_values():
@@ -195,16 +229,9 @@ def test_matched_windows_predict_each_frame_from_low_noise_copies():
         "terminated": torch.zeros(b, t, dtype=torch.bool),
     }
     config = ShortcutConfig(bootstrap_fraction=0.25, matched_fraction=1.0)  # no plain windows at all
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = None
-    for _ in range(60):
-        loss, metrics = shortcut_forcing_loss(model, batch, config)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        first = first if first is not None else float(metrics["flow"])
+    first, last, metrics = train_briefly(model, lambda: shortcut_forcing_loss(model, batch, config), "flow")
     assert {"flow", "bootstrap", "reward"} <= set(metrics)
-    assert float(metrics["flow"]) < 0.7 * first
+    assert last < 0.7 * first
 
 
 def test_pure_noise_prob_puts_the_predicted_frames_of_matched_windows_at_tau_one():
@@ -225,3 +252,79 @@ def test_pure_noise_prob_puts_the_predicted_frames_of_matched_windows_at_tau_one
         k_max = model.config.k_max
         assert tau[:, :t].max() <= round(2 * model.config.context_noise * k_max) / k_max  # the low-noise context copy
         assert bool((tau[:, t:] == 1).all()) == expect_all_one
+
+
+def rollout_batch(b=6, t=7, start=4):
+    torch.manual_seed(1)
+    batch = {
+        "latents": torch.rand(b, t, 3, 8) * 2 - 1, "actions": torch.randn(b, t, 2),
+        "action_mask": torch.ones(b, t, dtype=torch.bool), "rewards": torch.rand(b, t),
+        "terminated": torch.zeros(b, t, dtype=torch.bool), "imagine_from": torch.tensor(start),
+    }
+    batch["action_mask"][:, 0] = False
+    return batch
+
+
+def test_rollout_windows_see_the_models_own_imagination_not_the_real_future():
+    from imaginegym.models.shortcut import imagine_continuation
+
+    model = tiny(context_length=4)
+    batch = rollout_batch()
+    torch.manual_seed(0)
+    seen = imagine_continuation(model, batch, 4, 2)
+    assert torch.allclose(seen[:, :4], model.normalize(batch["latents"][:, :4]))  # real context as it is
+    assert not torch.allclose(seen[:, 4:], model.normalize(batch["latents"][:, 4:]), atol=0.1)  # imagined, not copied
+    changed = dict(batch, latents=batch["latents"].clone())
+    changed["latents"][:, 4:] = -changed["latents"][:, 4:]
+    torch.manual_seed(0)
+    assert torch.equal(imagine_continuation(model, changed, 4, 2), seen)  # the real future is never read
+    changed["actions"] = batch["actions"].clone()
+    changed["actions"][:, 5] += 1
+    torch.manual_seed(0)
+    other = imagine_continuation(model, changed, 4, 2)
+    assert torch.equal(other[:, :5], seen[:, :5]) and not torch.allclose(other[:, 5:], seen[:, 5:])  # but the actions are
+    with pytest.raises(ValueError, match="imagine_from=7"):
+        imagine_continuation(model, batch, 7, 2)
+    bad = dict(batch, action_mask=batch["action_mask"].clone())
+    bad["action_mask"][:, 5] = False
+    with pytest.raises(ValueError, match="episode start"):
+        imagine_continuation(model, bad, 4, 2)
+
+
+def test_rollout_forcing_loss_trains_on_real_targets_of_imagined_frames():
+    from imaginegym.models.shortcut import rollout_forcing_loss
+
+    model = tiny(context_length=4).train()
+    batch = rollout_batch()
+    config = ShortcutConfig(rollout_denoise_steps=2, pure_noise_prob=0.5)
+    loss, metrics = rollout_forcing_loss(model, batch, config)
+    assert {"rollout_flow", "rollout_reward", "rollout_continue", "rollout_drift", "loss"} <= set(metrics)
+    loss.backward()
+    assert model.reward_head[-1].weight.grad.abs().sum() > 0 and model.latent_out.weight.grad.abs().sum() > 0
+    # the frames before imagine_from carry no loss: their targets do not move it
+    changed = dict(batch, latents=batch["latents"].clone(), rewards=batch["rewards"].clone())
+    changed["rewards"][:, :4] += 5
+    torch.manual_seed(3)
+    a = rollout_forcing_loss(model, batch, config)[0]
+    torch.manual_seed(3)
+    assert torch.equal(rollout_forcing_loss(model, changed, config)[0], a)
+    changed["rewards"][:, 5] += 5
+    torch.manual_seed(3)
+    assert rollout_forcing_loss(model, changed, config)[0] > a + 1
+    first, last, _ = train_briefly(model, lambda: rollout_forcing_loss(model, batch, config), "rollout_flow")
+    assert last < 0.7 * first
+    with pytest.raises(ValueError, match="rollout_denoise_steps=3"):
+        ShortcutConfig(rollout_denoise_steps=3)
+
+
+def test_rollout_forcing_loss_trains_the_imagined_flag_and_plain_windows_leave_it_alone():
+    from imaginegym.models.shortcut import rollout_forcing_loss
+
+    model = tiny(context_length=4, mark_imagined=True).train()
+    batch = rollout_batch()
+    rollout_forcing_loss(model, batch, ShortcutConfig(rollout_denoise_steps=2))[0].backward()
+    assert model.imagined_embed.grad.abs().sum() > 0
+    model.zero_grad()
+    plain = {key: value for key, value in batch.items() if key != "imagine_from"}
+    shortcut_forcing_loss(model, plain, ShortcutConfig(matched_fraction=0.5))[0].backward()
+    assert model.imagined_embed.grad is None or not model.imagined_embed.grad.any()  # real data: never flagged

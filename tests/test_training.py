@@ -44,6 +44,26 @@ def test_train_world_model_cli_then_load_and_evaluate(tiny_dataset, tmp_path, ca
     assert "copy_last_frame" in capsys.readouterr().out
 
 
+def test_rollout_batches_come_every_nth_step_with_real_context_then_frames_to_imagine(tiny_dataset, tmp_path, monkeypatch):
+    from imaginegym.training import dynamics_trainer
+
+    seen = []
+    real = dynamics_trainer.rollout_forcing_loss
+    monkeypatch.setattr(dynamics_trainer, "rollout_forcing_loss", lambda model, batch, config: seen.append(batch) or real(model, batch, config))
+    run = tmp_path / "run"
+    assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(run), "--tokenizer-steps", "2", "--dynamics-steps", "6",
+                 "--dynamics-rollout-every", "2", "--dynamics-rollout-start", "2", "--dynamics-rollout-length", "5",
+                 "--dynamics-rollout-denoise-steps", "2", *TINY_FLAGS]) == 0
+    assert len(seen) == 2  # steps 4 and 6 (the second step, index 1, comes before rollout_start)
+    for batch in seen:
+        assert int(batch["imagine_from"]) == 4 and batch["latents"].shape[:2] == (2, 4 + 5)  # context_length + rollout_length
+        assert batch["action_mask"].all()  # no episode start anywhere: every frame has the action that led into it
+    assert load_checkpoint(run / "dynamics.pt")[1]["lengths"]["rollout_every"] == 2
+    with pytest.raises(ValueError, match="rollout_length=40"):
+        main(["train", "world-model", "--data", tiny_dataset, "--out", str(tmp_path / "other"), "--tokenizer-steps", "2", "--dynamics-steps", "8",
+              "--dynamics-rollout-every", "2", "--dynamics-rollout-length", "40", *TINY_FLAGS])
+
+
 def test_training_resumes_exactly(tiny_dataset, tmp_path, monkeypatch):
     config = TokenizerConfig(image_size=16, channels=(8, 8), latent_channels=4, token_patch=2)
     optim = OptimConfig(steps=6, batch_size=4, warmup_steps=2, checkpoint_every=3)

@@ -39,6 +39,7 @@ class DynamicsConfig:
     prior_input: bool = False  # each frame's tokens also see its prior (the previous frame's estimate)
     context_noise: float = noise.TAU_CTX  # tau_ctx: the noise level of context frames at inference
     condition_tokens: bool = True  # action and noise level as tokens of their own; else added to the latent tokens
+    mark_imagined: bool = False  # context frames the model imagined itself carry a learned flag (for rollout training)
 
     def __post_init__(self):
         if self.action_kind not in ("box", "discrete"):
@@ -138,6 +139,11 @@ class Dynamics(nn.Module):
         # (even tau_ctx = 0.1 on context frames) would drown.
         self.register_buffer("latent_mean", torch.zeros(c.latent_tokens, c.latent_dim))
         self.register_buffer("latent_std", torch.ones(c.latent_tokens, c.latent_dim))
+        # With ``mark_imagined`` the context frames the model generated itself (in imagination, and
+        # in the rollout windows of ``shortcut.rollout_forcing_loss``) carry this embedding, and real
+        # ones do not: the model may then trust real context fully, and learn to correct the drift
+        # of its own frames, without one costing the other. Zero at first: a no-op until trained.
+        self.imagined_embed = nn.Parameter(torch.zeros(c.width)) if c.mark_imagined else None
 
     MIN_LATENT_STD = 0.01
 
@@ -165,8 +171,12 @@ class Dynamics(nn.Module):
         angles = tau[..., None] * self.tau_freqs  # (B, T, 32)
         return self.tau_mlp(torch.cat([angles.sin(), angles.cos()], dim=-1)) + self.step_embed(level)
 
-    def embed(self, z_tau, action, level_token, prior) -> torch.Tensor:
-        """Frames (B, T, K, D), embedded actions and levels (B, T, W), priors (B, T, K, D) -> tokens (B, T, S, W)."""
+    def embed(self, z_tau, action, level_token, prior, imagined=None) -> torch.Tensor:
+        """Frames (B, T, K, D), embedded actions and levels (B, T, W), priors (B, T, K, D) -> tokens (B, T, S, W).
+
+        ``imagined`` (B, T) bool marks context frames the model generated (``mark_imagined``)."""
+        if imagined is not None and self.imagined_embed is not None:
+            level_token = level_token + imagined[..., None].to(level_token.dtype) * self.imagined_embed
         latents = self.latent_in(z_tau)  # (B, T, K, W)
         if self.prior_in is not None:
             latents = latents + self.prior_in(prior)
@@ -189,7 +199,7 @@ class Dynamics(nn.Module):
         return z0_hat, self.reward_head(pooled)[..., 0], self.continue_head(pooled)[..., 0]
 
     # ---------------------------------------------------------------- training: whole windows
-    def forward(self, z_tau, tau, level, actions, action_mask, times=None, frame_mask=None, prior=None):
+    def forward(self, z_tau, tau, level, actions, action_mask, times=None, frame_mask=None, prior=None, imagined=None):
         """Predict every frame of a window at once.
 
         z_tau (B, T, K, D); tau (B, T) float; level (B, T) long (d = 2**level / k_max);
@@ -198,7 +208,9 @@ class Dynamics(nn.Module):
         and ``frame_mask`` (T, T) bool says which frames each frame attends to (default
         block-causal within a sliding window of ``context_length`` frames, as at inference).
         ``prior`` (B, T, K, D) is each frame's prior mean (default: the estimate of the frame
-        before it, ``noise.previous_frame_prior``). Returns z0_hat (B, T, K, D), reward (B, T), continue logits (B, T).
+        before it, ``noise.previous_frame_prior``). ``imagined`` (B, T) bool marks context frames
+        that the model generated itself (used with ``mark_imagined``; default: none).
+        Returns z0_hat (B, T, K, D), reward (B, T), continue logits (B, T).
         """
         b, t = tau.shape
         s = self.tokens_per_frame
@@ -211,7 +223,7 @@ class Dynamics(nn.Module):
         rope = (cos[None, None], sin[None, None])
         if prior is None:
             prior = noise.previous_frame_prior(z_tau, tau)
-        tokens = self.embed(z_tau, self.embed_actions(actions, action_mask), self.embed_level(tau, level), prior)
+        tokens = self.embed(z_tau, self.embed_actions(actions, action_mask), self.embed_level(tau, level), prior, imagined)
         x = rearrange(tokens, "b t s w -> b (t s) w")
         for block in self.blocks:
             x = block(x, mask, rope)
@@ -240,10 +252,13 @@ class Dynamics(nn.Module):
         """One frame per env (z (B, 1, K, D)) against the cache; commit=True stores it as context.
 
         ``step`` comes from ``_step_inputs``. The reward and continue heads run when ``heads``
-        (by default: when committing)."""
+        (by default: when committing). A committed frame is imagined context: with
+        ``mark_imagined`` it carries the flag."""
         s = self.tokens_per_frame
         tau = torch.full((1, 1), float(tau), device=z.device)  # one noise level for every env
         level_token = self.embed_level(tau, torch.full((1, 1), int(level), dtype=torch.long, device=z.device))
+        if commit and self.imagined_embed is not None:
+            level_token = level_token + self.imagined_embed
         x = rearrange(self.embed(z, step["action"], level_token.expand(len(rows), 1, -1), step["prior"]), "b t s w -> b (t s) w")
         for i, block in enumerate(self.blocks):
             x, k, v = block.forward_cached(x, step["rope"], *cache.layer(i, rows, step["everyone"]), step["mask"])

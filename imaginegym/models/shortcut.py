@@ -22,6 +22,11 @@ Every frame of such a window is then predicted exactly as in imagination, at twi
 tokens. A share ``pure_noise_prob`` of those frames starts from pure noise (tau = 1): the
 first step of every imagined frame, and the one case that holds the dynamics alone (a
 frame at tau = 1 carries nothing of itself). With tau uniform, one frame in 64 is there.
+
+All of the above feeds the model real context, while an imagined rollout feeds it its own
+frames, which drift (exposure bias). ``rollout_forcing_loss`` closes that gap: the model
+imagines the end of a window from its real start, exactly as at inference, and then learns
+to predict the real frames from that imagined context, so it learns to correct its drift.
 """
 
 from __future__ import annotations
@@ -46,12 +51,15 @@ class ShortcutConfig:
     loss_weight_floor: float = 0.1  # the weight of pure-noise frames (1 = flat)
     reward_weight: float = 1.0
     continue_weight: float = 0.1
+    rollout_denoise_steps: int = 4  # shortcut steps per frame when rollout windows imagine their context
 
     def __post_init__(self):
         if not 0 < self.loss_weight_floor <= 1:
             raise ValueError(f"loss_weight_floor={self.loss_weight_floor} must lie in (0, 1]; 0.1 is DreamerV4's ramp, 1 a flat weight")
         if not 0 <= self.pure_noise_prob <= 1:
             raise ValueError(f"pure_noise_prob={self.pure_noise_prob} must lie in [0, 1]")
+        if self.rollout_denoise_steps < 1 or self.rollout_denoise_steps & (self.rollout_denoise_steps - 1):
+            raise ValueError(f"rollout_denoise_steps={self.rollout_denoise_steps} must be a power of two (e.g. 4, as at inference)")
         if self.low_noise_max is not None and not 0 < self.low_noise_max <= 1:
             raise ValueError(f"low_noise_max={self.low_noise_max} must lie in (0, 1] (or None: twice the model's context_noise)")
 
@@ -187,3 +195,72 @@ def shortcut_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig =
     loss = latent_loss + config.reward_weight * losses["reward"].mean() + config.continue_weight * losses["continue"].mean()
     metrics.update({"flow": losses["flow"].mean().detach(), "reward": losses["reward"].mean().detach(), "continue": losses["continue"].mean().detach(), "loss": loss.detach()})
     return loss, metrics
+
+
+@torch.no_grad()
+def imagine_continuation(model: Dynamics, batch: dict, start: int, num_steps: int) -> torch.Tensor:
+    """The model's own imagination of frames ``start:`` of windows given their real frames before.
+
+    Runs exactly as imagination does (KV cache, context at tau_ctx, ``num_steps`` shortcut
+    steps, the real actions). Returns standardized latents (B, T, K, D): the real frames
+    before ``start``, the imagined ones from there.
+    """
+    raw, actions, action_mask = batch["latents"], batch["actions"], batch["action_mask"]
+    b, t = raw.shape[:2]
+    if not 0 < start < t:
+        raise ValueError(f"imagine_from={start} must lie in (0, {t}): rollout windows need real context and frames to imagine")
+    if not bool(action_mask[:, start:].all()):
+        raise ValueError("rollout windows must not cross an episode start (action_mask False after imagine_from)")
+    rows = torch.arange(b, device=raw.device)
+    cache = model.new_cache(b, raw.device, raw.dtype)
+    model.prefill(cache, rows, raw[:, :start], actions[:, :start], action_mask[:, :start], torch.randn_like(raw[:, :start]))
+    frames = [raw[:, :start]]
+    for i in range(start, t):
+        noise_steps = torch.randn(b, num_steps + 1, *raw.shape[2:], device=raw.device, dtype=raw.dtype)
+        frames.append(model.imagine_step(cache, rows, actions[:, i], noise_steps)[0][:, None])
+    return model.normalize(torch.cat(frames, 1))
+
+
+def rollout_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig = ShortcutConfig()):
+    """Loss on windows whose frames from ``batch["imagine_from"]`` on are seen as the model imagined them.
+
+    The two-copy layout of the matched windows: a context copy at tau_ctx holding the real
+    frames before ``imagine_from`` and the model's imagination after (without gradient), and
+    a copy of the real frames at any noise (``pure_noise_prob`` of them at tau = 1) whose
+    frames attend to the context copy of the frames before them. The predicted real frames
+    from ``imagine_from`` on carry the latent, reward and continue losses; the imagined
+    context frames carry the reward and continue losses against the real ones, since
+    imagination reads rewards from exactly those passes. With ``mark_imagined`` the imagined
+    context frames carry the model's flag, as in imagination. Returns (loss, metrics).
+    """
+    start = int(batch["imagine_from"])
+    z0 = model.normalize(batch["latents"])
+    b, t = z0.shape[:2]
+    device = z0.device
+    seen = imagine_continuation(model, batch, start, config.rollout_denoise_steps)
+    tau_ctx = torch.full((b, t), model.config.context_noise, device=device)
+    z_ctx = noise.add_noise(seen, tau_ctx, torch.randn_like(seen))
+    tau = noise.sample_tau_on_grid((b, t), torch.full((b,), 1.0 / model.config.k_max, device=device))
+    tau = torch.where(torch.rand(b, t, device=device) < config.pure_noise_prob, 1.0, tau)
+    z_tau = noise.add_noise(z0, tau, torch.randn_like(z0))
+    fine = torch.zeros(b, 2 * t, dtype=torch.long, device=device)
+    actions, action_mask = twice(batch["actions"]), twice(batch["action_mask"])
+    imagined = torch.zeros(2 * t, dtype=torch.bool, device=device)
+    imagined[start:t] = True  # context copies of imagined frames (flagged with mark_imagined): reward and continue only
+    predicted = torch.zeros_like(imagined)
+    z0_hat, reward, cont = model(
+        torch.cat([z_ctx, z_tau], 1), torch.cat([tau_ctx, tau], 1), fine, actions, action_mask,
+        times=torch.arange(t, device=device).repeat(2), frame_mask=two_copy_frame_mask(t, model.config.context_length, device),
+        prior=twice(noise.previous_frame_prior(z_ctx, tau_ctx)), imagined=imagined.expand(b, -1),
+    )
+    losses = _frame_losses(model, twice(z0), z0_hat, reward, cont, torch.cat([tau_ctx, tau], 1), twice(batch["rewards"]),
+                           twice(batch["terminated"]), action_mask, config)
+    predicted[t + start:] = True
+    both = imagined | predicted
+    flow = losses["flow"][:, predicted].mean()
+    reward_loss = losses["reward"][:, both].mean()
+    cont_loss = losses["continue"][:, both].mean()
+    loss = flow + config.reward_weight * reward_loss + config.continue_weight * cont_loss
+    drift = (seen[:, start:] - z0[:, start:]).pow(2).mean()
+    return loss, {"rollout_flow": flow.detach(), "rollout_reward": reward_loss.detach(), "rollout_continue": cont_loss.detach(),
+                  "rollout_drift": drift.detach(), "loss": loss.detach()}

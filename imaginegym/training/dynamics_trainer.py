@@ -2,7 +2,10 @@
 
 Batches alternate lengths: many short windows of ``context_length`` frames and, every
 ``long_every`` steps, fewer long ones; the attention window stays ``context_length``
-frames, as in imagination.
+frames, as in imagination. With ``rollout_every``, every n-th batch is instead a batch of
+rollout windows (``shortcut.rollout_forcing_loss``): ``context_length`` real frames, then
+``rollout_length`` frames the model imagines itself and learns to predict from its own
+imagination.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from torch import nn
 
 from imaginegym.data.windows import WindowDataset
 from imaginegym.models.dynamics import Dynamics, DynamicsConfig
-from imaginegym.models.shortcut import ShortcutConfig, shortcut_forcing_loss
+from imaginegym.models.shortcut import ShortcutConfig, rollout_forcing_loss, shortcut_forcing_loss
 from imaginegym.training.distributed import init_distributed, training_device
 from imaginegym.training.latents import LatentEpisodes
 from imaginegym.training.loop import OptimConfig, TrainingLoop
@@ -26,6 +29,16 @@ from imaginegym.training.loop import OptimConfig, TrainingLoop
 class BatchLengths:
     long_every: int = 8  # every n-th batch is long
     long_factor: int = 2  # long windows are this many times context_length, with batch_size / long_factor
+    rollout_every: int = 0  # every n-th batch holds rollout windows (0: never), with batch_size / long_factor
+    rollout_length: int = 8  # frames each rollout window imagines after its context_length real frames
+    rollout_start: int = 0  # the first step that may draw rollout windows (the model's imagination is noise at first)
+
+    def __post_init__(self):
+        if self.long_every < 0 or self.rollout_every < 0 or self.rollout_start < 0:
+            raise ValueError(f"long_every={self.long_every}, rollout_every={self.rollout_every} and rollout_start={self.rollout_start} "
+                             "must be >= 0 (every: 0 is never)")
+        if self.long_factor < 1 or self.rollout_length < 1:
+            raise ValueError(f"long_factor={self.long_factor} and rollout_length={self.rollout_length} must be >= 1")
 
 
 class DynamicsObjective(nn.Module):
@@ -34,16 +47,19 @@ class DynamicsObjective(nn.Module):
         self.dynamics, self.shortcut = dynamics, shortcut
 
     def forward(self, batch: dict):
+        if "imagine_from" in batch:
+            return rollout_forcing_loss(self.dynamics, batch, self.shortcut)
         return shortcut_forcing_loss(self.dynamics, batch, self.shortcut)
 
 
-def sample_windows(windows: WindowDataset, batch_size: int, length: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Random windows of ``length`` frames (episodes weighted by their number of windows)."""
-    counts = windows.num_frames - length + 1
+def sample_windows(windows: WindowDataset, batch_size: int, length: int, generator: torch.Generator, first: int = 0) -> dict[str, torch.Tensor]:
+    """Random windows of ``length`` frames starting at frame ``first`` or later (episodes
+    weighted by their number of windows)."""
+    counts = windows.num_frames - length + 1 - first
     episodes = torch.multinomial(torch.from_numpy(np.maximum(counts, 0).astype(np.float64)), batch_size, replacement=True, generator=generator)
     items = []
     for episode in episodes.tolist():
-        start = int(torch.randint(int(counts[episode]), (1,), generator=generator))
+        start = first + int(torch.randint(int(counts[episode]), (1,), generator=generator))
         items.append(windows[(episode, start, length)])
     batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
     batch["latents"] = batch.pop("frames")
@@ -67,7 +83,17 @@ def train_dynamics(latents: str | Path, out: str | Path, dynamics: DynamicsConfi
     )
     long_len = min(dynamics.context_length * lengths.long_factor, int(windows.num_frames.min()))
 
+    rollout_len = dynamics.context_length + lengths.rollout_length
+    if lengths.rollout_every and rollout_len + 1 > int(windows.num_frames.max()):
+        raise ValueError(f"rollout_length={lengths.rollout_length}: context_length + rollout_length = {rollout_len} frames "
+                         f"exceed every episode ({int(windows.num_frames.max())} frames); lower --dynamics-rollout-length")
+
     def next_batch(generator: torch.Generator, step: int) -> dict:
+        if lengths.rollout_every and step >= lengths.rollout_start and step % lengths.rollout_every == lengths.rollout_every - 1:
+            batch = sample_windows(windows, max(1, optim.batch_size // lengths.long_factor), rollout_len, generator,
+                                   first=1)  # no episode start among the frames to imagine
+            batch["imagine_from"] = torch.tensor(dynamics.context_length)
+            return batch
         if lengths.long_every and step % lengths.long_every == lengths.long_every - 1:
             return sample_windows(windows, max(1, optim.batch_size // lengths.long_factor), long_len, generator)
         return sample_windows(windows, optim.batch_size, dynamics.context_length, generator)
