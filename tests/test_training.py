@@ -59,9 +59,37 @@ def test_rollout_batches_come_every_nth_step_with_real_context_then_frames_to_im
         assert int(batch["imagine_from"]) == 4 and batch["latents"].shape[:2] == (2, 4 + 5)  # context_length + rollout_length
         assert batch["action_mask"].all()  # no episode start anywhere: every frame has the action that led into it
     assert load_checkpoint(run / "dynamics.pt")[1]["lengths"]["rollout_every"] == 2
+    seen.clear()
+    assert main(["train", "dynamics", "--data", tiny_dataset, "--out", str(run), "--dynamics-steps", "30",
+                 "--dynamics-rollout-every", "2", "--dynamics-rollout-length", "5", "--dynamics-rollout-min-length", "2",
+                 "--dynamics-rollout-denoise-steps", "1", *TINY_FLAGS[TINY_FLAGS.index("--dynamics-width"):]]) == 0
+    drawn = {batch["latents"].shape[1] - 4 for batch in seen}  # resumed at step 6: 12 rollout batches
+    assert drawn <= {2, 3, 4, 5} and len(drawn) > 1
+    with pytest.raises(ValueError, match="rollout_min_length=6"):
+        main(["train", "dynamics", "--data", tiny_dataset, "--out", str(run), "--dynamics-steps", "32", "--dynamics-rollout-every", "2",
+              "--dynamics-rollout-length", "5", "--dynamics-rollout-min-length", "6", *TINY_FLAGS[TINY_FLAGS.index("--dynamics-width"):]])
     with pytest.raises(ValueError, match="rollout_length=40"):
         main(["train", "world-model", "--data", tiny_dataset, "--out", str(tmp_path / "other"), "--tokenizer-steps", "2", "--dynamics-steps", "8",
               "--dynamics-rollout-every", "2", "--dynamics-rollout-length", "40", *TINY_FLAGS])
+
+
+def test_mark_imagined_changes_nothing_until_rollout_windows_come(tiny_dataset, tmp_path):
+    """The flag is zero and gets no gradient from real windows, so a run can add rollout training later
+    (``--dynamics-rollout-start``) and its first part equals a run without the flag."""
+    import shutil
+
+    plain, flagged = tmp_path / "plain", tmp_path / "flagged"
+    assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(plain), "--tokenizer-steps", "2", "--dynamics-steps", "5",
+                 *TINY_FLAGS]) == 0
+    flagged.mkdir()
+    for name in ("tokenizer.pt", "latents.safetensors"):
+        shutil.copy(plain / name, flagged / name)
+    assert main(["train", "dynamics", "--data", tiny_dataset, "--out", str(flagged), "--dynamics-steps", "5", "--dynamics-mark-imagined",
+                 "--dynamics-rollout-every", "2", "--dynamics-rollout-start", "5", *TINY_FLAGS[TINY_FLAGS.index("--dynamics-width"):]]) == 0
+    a, b = load_checkpoint(plain / "dynamics.pt")[0]["model"], load_checkpoint(flagged / "dynamics.pt")[0]["model"]
+    assert set(b) - set(a) == {"imagined_embed"} and not b["imagined_embed"].any()
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
 
 
 def test_training_resumes_exactly(tiny_dataset, tmp_path, monkeypatch):

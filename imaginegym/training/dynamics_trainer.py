@@ -30,7 +30,8 @@ class BatchLengths:
     long_every: int = 8  # every n-th batch is long
     long_factor: int = 2  # long windows are this many times context_length, with batch_size / long_factor
     rollout_every: int = 0  # every n-th batch holds rollout windows (0: never), with batch_size / long_factor
-    rollout_length: int = 8  # frames each rollout window imagines after its context_length real frames
+    rollout_length: int = 8  # frames each rollout window imagines after its context_length real frames (the most)
+    rollout_min_length: int = 0  # > 0: each rollout batch draws its length uniformly from [this, rollout_length]
     rollout_start: int = 0  # the first step that may draw rollout windows (the model's imagination is noise at first)
 
     def __post_init__(self):
@@ -39,6 +40,9 @@ class BatchLengths:
                              "must be >= 0 (every: 0 is never)")
         if self.long_factor < 1 or self.rollout_length < 1:
             raise ValueError(f"long_factor={self.long_factor} and rollout_length={self.rollout_length} must be >= 1")
+        if not 0 <= self.rollout_min_length <= self.rollout_length:
+            raise ValueError(f"rollout_min_length={self.rollout_min_length} must lie in [0, rollout_length={self.rollout_length}] "
+                             "(0: every rollout window imagines rollout_length frames)")
 
 
 class DynamicsObjective(nn.Module):
@@ -90,7 +94,10 @@ def train_dynamics(latents: str | Path, out: str | Path, dynamics: DynamicsConfi
 
     def next_batch(generator: torch.Generator, step: int) -> dict:
         if lengths.rollout_every and step >= lengths.rollout_start and step % lengths.rollout_every == lengths.rollout_every - 1:
-            batch = sample_windows(windows, max(1, optim.batch_size // lengths.long_factor), rollout_len, generator,
+            length = rollout_len
+            if lengths.rollout_min_length:
+                length = dynamics.context_length + int(torch.randint(lengths.rollout_min_length, lengths.rollout_length + 1, (1,), generator=generator))
+            batch = sample_windows(windows, max(1, optim.batch_size // lengths.long_factor), length, generator,
                                    first=1)  # no episode start among the frames to imagine
             batch["imagine_from"] = torch.tensor(dynamics.context_length)
             return batch
