@@ -158,3 +158,12 @@ def test_torchrun_ddp_two_processes_keep_replicas_identical(tiny_dataset, tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 replicas identical" in result.stdout + result.stderr
     assert load_checkpoint(tmp_path / "ddp" / "tokenizer.pt")[0]["step"] == 4
+    # the dynamics under DDP, rollout windows and the imagined flag included (a parameter that some
+    # batches leave out of the graph would stop DDP at the next step)
+    cmd = [*cmd[:cmd.index("tokenizer")], "dynamics", "--data", tiny_dataset, "--out", str(tmp_path / "ddp"), "--dynamics-steps", "4",
+           "--dynamics-checkpoint-every", "2", "--dynamics-mark-imagined", "--dynamics-rollout-every", "2", "--dynamics-rollout-length", "3",
+           "--dynamics-rollout-denoise-steps", "2", *TINY_FLAGS[TINY_FLAGS.index("--dynamics-width"):]]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replicas identical" in result.stdout + result.stderr
+    assert load_checkpoint(tmp_path / "ddp" / "dynamics.pt")[0]["step"] == 4

@@ -84,6 +84,7 @@ def train_dynamics(latents: str | Path, out: str | Path, dynamics: DynamicsConfi
     loop = TrainingLoop(
         "dynamics", model, DynamicsObjective(model, shortcut).to(dev), optim, Path(out),
         {"dynamics": asdict(dynamics), "shortcut": asdict(shortcut), "lengths": asdict(lengths)}, context, dev,
+        find_unused_parameters=dynamics.mark_imagined,  # real windows leave the imagined flag out
     )
     long_len = min(dynamics.context_length * lengths.long_factor, int(windows.num_frames.min()))
 

@@ -56,10 +56,11 @@ class TrainingLoop:
     """
 
     def __init__(self, name: str, model: nn.Module, objective: nn.Module, config: OptimConfig, out: Path,
-                 run_config: dict, context: DistributedContext, device: torch.device):
+                 run_config: dict, context: DistributedContext, device: torch.device, find_unused_parameters: bool = False):
         self.name, self.model, self.config, self.out = name, model, config, Path(out)
         self.run_config, self.context, self.device = run_config, context, device
-        self.objective = DistributedDataParallel(objective) if context.enabled else objective
+        # find_unused_parameters: some batches leave parameters out of the graph (DDP must be told)
+        self.objective = DistributedDataParallel(objective, find_unused_parameters=find_unused_parameters) if context.enabled else objective
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, config))
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
