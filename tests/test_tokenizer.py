@@ -159,6 +159,13 @@ def test_foreground_mask_marks_the_pixels_away_from_the_batch_median():
     assert torch.equal(mask, expected)
 
 
+def test_changed_frames_are_those_that_differ_from_the_frame_before():
+    context = torch.zeros(1, 2, 4, 4, 3, dtype=torch.uint8)
+    target = torch.zeros(1, 3, 4, 4, 3, dtype=torch.uint8)
+    target[0, 1:, 2, 2, 1] = 7  # frame 0 equals the last context frame, frame 2 equals frame 1
+    assert metrics.changed_frames(context, target).tolist() == [[False, True, False]]
+
+
 def test_foreground_weight_scales_the_loss_of_moving_pixels_only():
     frames = moving_square_frames()
     config = dict(kind="cnn", image_size=16, channels=(8, 8), latent_channels=4, token_patch=2)

@@ -41,6 +41,8 @@ def test_train_world_model_cli_then_load_and_evaluate(tiny_dataset, tmp_path, ca
     per_step = [imagined["per_horizon"][h]["reward_error"] for h in ("1", "2", "3", "4")]
     assert sum(per_step) / 4 == pytest.approx(imagined["reward_mae"])  # every step is a horizon here
     assert "reward_error" not in results["models"]["copy_last_frame"]["per_horizon"]["1"]
+    copy_last = results["models"]["copy_last_frame"]["per_horizon"]["1"]
+    assert copy_last["psnr_changed"] <= copy_last["psnr"] and 0 < results["changed_share"]["1"] <= 1
     assert "copy_last_frame" in capsys.readouterr().out
 
 
