@@ -11,6 +11,8 @@ import imageio.v3 as iio
 import pytest
 
 from imaginegym.data import EpisodeDataset
+from imaginegym.training.checkpoint import load_checkpoint
+from imaginegym.world_model import WorldModel
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 pytestmark = pytest.mark.skipif(
@@ -56,6 +58,16 @@ def test_real_vs_imagined(tiny_world_model_path, tmp_path):
     frames = iio.imread(tmp_path / "side_by_side.gif")
     assert frames.shape == (5, 16, 32, 3)  # the last context frame and 4 steps, real | imagined
     assert "side_by_side.gif" in out and "PSNR" in out
+
+
+def test_train_world_model(tmp_path):
+    out = run_example("train_world_model.py", "--out", str(tmp_path), "--episodes", "2", "--steps", "30", "--tokenizer-steps", "3",
+                      "--dynamics-steps", "6", "--rollout-steps", "2", "--batch-size", "4", "--horizons", "1", "4", "--device", "cpu")
+    assert "imagined_4_steps" in out and "copy_last_frame" in out and "rollout.gif" in out
+    assert iio.imread(tmp_path / "rollout.gif").shape == (4, 64, 128, 3)  # real | imagined, 4 steps
+    wm = WorldModel.load(tmp_path / "run" / "world_model.safetensors")
+    assert wm.dynamics_config.mark_imagined
+    assert load_checkpoint(tmp_path / "run" / "dynamics.pt")[1]["lengths"]["rollout_start"] == 4
 
 
 BENCHMARKS = EXAMPLES.parent / "benchmarks"
