@@ -1,6 +1,6 @@
 """Train a small cartpole world model from scratch with the Python API, rollout training included.
 
-    python examples/train_world_model.py                                  # ~15 min on 2 CPU cores
+    python examples/train_world_model.py                                  # ~14 min on 2 CPU cores
     python examples/train_world_model.py --episodes 40 --dynamics-steps 12000
 
 Collects episodes with Ornstein-Uhlenbeck exploration (and two held-out ones with other
@@ -13,7 +13,10 @@ mean-frame baselines and writes a GIF (real | imagined) and ``world_model.safete
 which ``gym.make("imaginegym/Imagined-v0", world_model=...)`` loads.
 
 The settings are far shorter than the bundled model's (``docs/pretrained.md``), so expect
-blurrier rollouts. Everything resumes: re-run the same command after an interruption.
+blurrier rollouts. With the defaults (13.5 min on this project's 2-core CPU, Nov 2026) it
+imagined 4 held-out rollouts at 34.6 / 32.3 / 29.2 dB at h = 1 / 4 / 16, against
+32.5 / 25.5 / 21.9 for copy-last and 23.4 / 23.9 / 25.7 for the mean frame (few rollouts:
+noisy figures). Everything resumes: re-run the same command after an interruption.
 """
 
 from __future__ import annotations
