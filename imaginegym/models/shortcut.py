@@ -99,6 +99,33 @@ def two_copy_frame_mask(t: int, window: int, device) -> torch.Tensor:
     return torch.cat([torch.cat([causal, torch.zeros_like(causal)], 1), torch.cat([strict, eye], 1)], 0)
 
 
+def sample_predicted_tau(shape: tuple[int, int], k_max: int, config: ShortcutConfig, device) -> torch.Tensor:
+    """tau of the predicted copy of a two-copy window: the d_min grid, ``pure_noise_prob`` of it at 1."""
+    tau = noise.sample_tau_on_grid(shape, torch.full(shape[:1], 1.0 / k_max, device=device))
+    if config.pure_noise_prob:  # (no draw otherwise: earlier runs stay reproducible)
+        tau = torch.where(torch.rand(shape, device=device) < config.pure_noise_prob, 1.0, tau)
+    return tau
+
+
+def two_copy_forward(model: Dynamics, z_ctx, tau_ctx, z_pred, tau_pred, actions, action_mask, imagined=None):
+    """The model over [context copy | predicted copy] of windows, at the finest step size.
+
+    Each predicted frame attends to the context copies of the frames before it and to itself
+    (``two_copy_frame_mask``) and leans on the context copy of the frame before it (its
+    prior), exactly as an imagined frame does on the cache. ``imagined`` (B, 2T) flags
+    context frames the model generated itself. Returns the model's (z0_hat, reward, continue)
+    for both copies, (B, 2T, ...).
+    """
+    b, t = tau_ctx.shape
+    device = tau_ctx.device
+    return model(
+        torch.cat([z_ctx, z_pred], 1), torch.cat([tau_ctx, tau_pred], 1), torch.zeros(b, 2 * t, dtype=torch.long, device=device),
+        twice(actions), twice(action_mask), times=torch.arange(t, device=device).repeat(2),
+        frame_mask=two_copy_frame_mask(t, model.config.context_length, device),
+        prior=twice(noise.previous_frame_prior(z_ctx, tau_ctx)), imagined=imagined,
+    )
+
+
 def _frame_losses(model: Dynamics, z0, z0_hat, reward, cont_logit, tau, rewards, terminated, action_mask, config):
     """Per-frame weighted losses of a window's predictions -> dict of (B, T) tensors."""
     w = noise.loss_weight(tau, config.loss_weight_floor)
@@ -150,16 +177,9 @@ def shortcut_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig =
         m = slice(n_flow, n_flow + n_match)
         tau_ctx = sample_low_tau((n_match, t), k_max, config, device)
         z_ctx = noise.add_noise(z0[m], tau_ctx, torch.randn_like(z0[m]))
-        tau_m = noise.sample_tau_on_grid((n_match, t), torch.full((n_match,), 1.0 / k_max, device=device))
-        if config.pure_noise_prob:  # (no draw otherwise: earlier runs stay reproducible)
-            tau_m = torch.where(torch.rand(n_match, t, device=device) < config.pure_noise_prob, 1.0, tau_m)
+        tau_m = sample_predicted_tau((n_match, t), k_max, config, device)
         z_m = noise.add_noise(z0[m], tau_m, torch.randn_like(z0[m]))
-        prior = noise.previous_frame_prior(z_ctx, tau_ctx)
-        out = model(
-            torch.cat([z_ctx, z_m], 1), torch.cat([tau_ctx, tau_m], 1), twice(fine[m]), twice(actions[m]), twice(action_mask[m]),
-            times=torch.arange(t, device=device).repeat(2), frame_mask=two_copy_frame_mask(t, model.config.context_length, device),
-            prior=twice(prior),
-        )
+        out = two_copy_forward(model, z_ctx, tau_ctx, z_m, tau_m, actions[m], action_mask[m])
         add(_frame_losses(model, twice(z0[m]), *out, torch.cat([tau_ctx, tau_m], 1), twice(batch["rewards"][m]),
                           twice(batch["terminated"][m]), twice(action_mask[m]), config))
 
@@ -240,22 +260,16 @@ def rollout_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig = 
     seen = imagine_continuation(model, batch, start, config.rollout_denoise_steps)
     tau_ctx = torch.full((b, t), model.config.context_noise, device=device)
     z_ctx = noise.add_noise(seen, tau_ctx, torch.randn_like(seen))
-    tau = noise.sample_tau_on_grid((b, t), torch.full((b,), 1.0 / model.config.k_max, device=device))
-    tau = torch.where(torch.rand(b, t, device=device) < config.pure_noise_prob, 1.0, tau)
+    tau = sample_predicted_tau((b, t), model.config.k_max, config, device)
     z_tau = noise.add_noise(z0, tau, torch.randn_like(z0))
-    fine = torch.zeros(b, 2 * t, dtype=torch.long, device=device)
-    actions, action_mask = twice(batch["actions"]), twice(batch["action_mask"])
     imagined = torch.zeros(2 * t, dtype=torch.bool, device=device)
     imagined[start:t] = True  # context copies of imagined frames (flagged with mark_imagined): reward and continue only
     predicted = torch.zeros_like(imagined)
-    z0_hat, reward, cont = model(
-        torch.cat([z_ctx, z_tau], 1), torch.cat([tau_ctx, tau], 1), fine, actions, action_mask,
-        times=torch.arange(t, device=device).repeat(2), frame_mask=two_copy_frame_mask(t, model.config.context_length, device),
-        prior=twice(noise.previous_frame_prior(z_ctx, tau_ctx)), imagined=imagined.expand(b, -1),
-    )
+    predicted[t + start:] = True  # real frames predicted from imagined context: every loss
+    z0_hat, reward, cont = two_copy_forward(model, z_ctx, tau_ctx, z_tau, tau, batch["actions"], batch["action_mask"],
+                                            imagined=imagined.expand(b, -1))
     losses = _frame_losses(model, twice(z0), z0_hat, reward, cont, torch.cat([tau_ctx, tau], 1), twice(batch["rewards"]),
-                           twice(batch["terminated"]), action_mask, config)
-    predicted[t + start:] = True
+                           twice(batch["terminated"]), twice(batch["action_mask"]), config)
     both = imagined | predicted
     flow = losses["flow"][:, predicted].mean()
     reward_loss = losses["reward"][:, both].mean()
