@@ -169,3 +169,13 @@ def test_torchrun_ddp_two_processes_keep_replicas_identical(tiny_dataset, tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 replicas identical" in result.stdout + result.stderr
     assert load_checkpoint(tmp_path / "ddp" / "dynamics.pt")[0]["step"] == 4
+
+
+def test_flag_help_comes_from_the_config_field_comments(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "world-model", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--dynamics-batch-size BATCH_SIZE per process: under torchrun the global batch is nproc times this (default: 32)" in help_text
+    assert "--dynamics-rollout-every ROLLOUT_EVERY every n-th batch holds rollout windows (0: never)" in help_text
+    assert "--tokenizer-kind KIND cnn | transformer | mlp | embedding (default: cnn)" in help_text
+    assert help_text.count("(default: 32) (default: 32)") == 0

@@ -30,10 +30,10 @@ class DynamicsConfig:
     latent_dim: int = 128  # D, dims per latent token
     action_kind: str = "box"  # "box" (continuous, actions (..., A)) or "discrete" (actions (...) int)
     action_dim: int = 1  # A for box, the number of actions for discrete
-    width: int = 256
-    depth: int = 4
-    heads: int = 4
-    mlp_ratio: int = 4
+    width: int = 256  # transformer width
+    depth: int = 4  # transformer blocks
+    heads: int = 4  # attention heads (width must divide by them)
+    mlp_ratio: int = 4  # MLP hidden width / width
     context_length: int = 16  # frames a prediction sees, itself included (= training window)
     k_max: int = 64  # finest step size 1/k_max
     prior_input: bool = False  # each frame's tokens also see its prior (the previous frame's estimate)

@@ -8,12 +8,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import inspect
+import re
 import typing
 from typing import Any
 
 
 def _flag(prefix: str, name: str) -> str:
     return "--" + (f"{prefix}-" if prefix else "") + name.replace("_", "-")
+
+
+@functools.cache
+def field_comments(cls: type) -> dict[str, str]:
+    """The comment after each field of a dataclass (``width: int = 256  # the comment``): the flags' help."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # no source at hand (e.g. a class made at run time)
+        return {}
+    return dict(re.findall(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+?)\s*$", source, flags=re.MULTILINE))
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "", defaults: dict[str, Any] | None = None,
@@ -28,7 +41,9 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str 
         hint = hints[field.name]
         origin, args = typing.get_origin(hint), typing.get_args(hint)
         dest = f"{prefix}__{field.name}" if prefix else field.name
-        kwargs: dict[str, Any] = {"dest": dest, "default": default, "help": f"(default: {default})"}
+        comment = field_comments(cls).get(field.name)
+        help_text = f"{comment} (default: %(default)s)" if comment else "(default: %(default)s)"
+        kwargs: dict[str, Any] = {"dest": dest, "default": default, "help": help_text.replace("%", "%%").replace("%%(default)s", "%(default)s")}
         if hint is not bool:
             kwargs["metavar"] = field.name.upper()
         if hint is bool:

@@ -25,19 +25,19 @@ from imaginegym.training.distributed import DistributedContext
 
 @dataclass(frozen=True)
 class OptimConfig:
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
+    steps: int = 2000  # the last step; a resumed run with more steps extends the cosine schedule to them
+    batch_size: int = 32  # per process: under torchrun the global batch is nproc times this
+    lr: float = 1e-3  # AdamW peak learning rate
+    weight_decay: float = 0.01  # AdamW
+    warmup_steps: int = 100  # linear warm-up to lr, then cosine decay
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
+    grad_clip: float = 1.0  # max global gradient norm
+    ema_decay: float = 0.999  # EMA of the weights, which is what is exported
     use_ema: bool = True  # export (and encode with) the EMA weights; else the last weights
-    log_every: int = 25
-    image_every: int = 500
-    checkpoint_every: int = 250
-    seed: int = 0
+    log_every: int = 25  # steps between TensorBoard scalars
+    image_every: int = 500  # steps between TensorBoard image grids
+    checkpoint_every: int = 250  # steps between atomic checkpoints (training resumes from the last)
+    seed: int = 0  # initial weights and batches (rank r draws with seed + r)
 
 
 def lr_factor(step: int, config: OptimConfig) -> float:
