@@ -12,12 +12,16 @@ directory, or a training checkpoint ``tokenizer.pt``) encodes and decodes every
   pixels reproduced exactly;
 - per-frame PSNR on the frames identical to their predecessor (where copy-last-frame scores
   the 100 dB cap) and on the others.
-The first row is copy-last-frame on consecutive frames, for scale.
+The first row is copy-last-frame on consecutive frames, for scale. ``--opacity-floors``
+adds a row per floor for the tokenizers that paint over a median background (opacities
+below the floor count as 0 at inference): run it on the training data to choose a model's
+``--tokenizer-opacity-floor``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -56,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokenizers", nargs="+", default=["cartpole-swingup"], help="bundled names, world models or tokenizer.pt files")
     parser.add_argument("--every", type=int, default=5, help="use every n-th held-out frame")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--opacity-floors", type=float, nargs="*", default=[],
+                        help="also decode with these opacity floors (tokenizers over a median background)")
     args = parser.parse_args(argv)
 
     heldout = EpisodeDataset(args.data)
@@ -72,9 +78,15 @@ def main(argv: list[str] | None = None) -> None:
     rows = {"copy-last-frame (consecutive)": summarize(previous, frames, moving, identical)}
     for name in args.tokenizers:
         tokenizer = load_tokenizer(name).eval()
-        recon = torch.cat([tokenizer.decode_observation(tokenizer.encode(frames[b : b + args.batch_size]))
-                           for b in range(0, len(frames), args.batch_size)])
-        rows[name] = summarize(recon, frames, moving, identical)
+        latents = torch.cat([tokenizer.encode(frames[b : b + args.batch_size]) for b in range(0, len(frames), args.batch_size)])
+        floors = [None]
+        if getattr(tokenizer.config, "background", None) == "median":
+            floors += args.opacity_floors
+        for floor in floors:
+            if floor is not None:
+                tokenizer.config = dataclasses.replace(tokenizer.config, opacity_floor=floor)
+            recon = torch.cat([tokenizer.decode_observation(latents[b : b + args.batch_size]) for b in range(0, len(frames), args.batch_size)])
+            rows[name if floor is None else f"{name} floor={floor:g}"] = summarize(recon, frames, moving, identical)
     header = ("PSNR/frame", "pooled", "static", "moving", "exact static", "identical fr.", "other fr.")
     width = max(len(name) for name in rows) + 2
     print(f"{'':<{width}}" + "".join(f"{h:>14}" for h in header))

@@ -105,6 +105,11 @@ class WorldModel(nn.Module):
         self.dynamics_config = replace(self.dynamics_config, context_noise=tau)  # validates tau
         self.dynamics.config = self.dynamics_config
 
+    def set_opacity_floor(self, floor: float) -> None:
+        """Decode with opacities below ``floor`` counted as 0 (a CNN tokenizer over a median background)."""
+        self.tokenizer_config = replace(self.tokenizer_config, opacity_floor=floor)  # validates floor
+        self.tokenizer.config = self.tokenizer_config
+
     @property
     def device(self) -> torch.device:
         return self.dynamics.no_action.device

@@ -19,10 +19,10 @@ from imaginegym.world_model import EnvSpec, WorldModel
 TINY_SIZE = 16
 
 
-def make_tiny_world_model(context_length: int = 6, starts: int = 3, seed: int = 0) -> WorldModel:
+def make_tiny_world_model(context_length: int = 6, starts: int = 3, seed: int = 0, background: str = "learned") -> WorldModel:
     """A 16x16-pixel, 1-D-action world model with random weights and a few start contexts."""
     torch.manual_seed(seed)
-    tokenizer = TokenizerConfig(kind="cnn", image_size=TINY_SIZE, channels=(8, 8), latent_channels=4, token_patch=2)
+    tokenizer = TokenizerConfig(kind="cnn", image_size=TINY_SIZE, channels=(8, 8), latent_channels=4, token_patch=2, background=background)
     dynamics = DynamicsConfig(
         latent_tokens=tokenizer.latent_tokens, latent_dim=tokenizer.token_dim, action_kind="box", action_dim=1,
         width=32, depth=2, heads=2, context_length=context_length, k_max=8,

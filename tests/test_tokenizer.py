@@ -1,6 +1,7 @@
 """Tokenizers: shapes, tanh range, learning, masked-autoencoder curriculum, LPIPS fallback."""
 
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -239,3 +240,35 @@ def test_opacity_penalty_adds_the_mean_opacity_to_the_loss():
     assert penalised_loss.item() == pytest.approx(loss.item() + 0.5 * metrics["opacity"].item(), rel=1e-6)
     with pytest.raises(ValueError, match="opacity_penalty=0.1 needs kind='cnn' with background='median'"):
         TokenizerConfig(kind="cnn", opacity_penalty=0.1)
+
+
+@pytest.mark.parametrize("upsample", ["transposed", "pixel_shuffle"])
+def test_opacity_floor_shows_the_exact_background_under_faint_paint_at_inference_only(upsample):
+    frames = moving_square_frames()
+    tok = median_background_tokenizer(upsample)
+    tok.set_background(frames)
+    background = frames.flatten(0, 1).median(dim=0).values
+    last = tok.decoder[-2] if upsample == "pixel_shuffle" else tok.decoder[-1]
+    opacity_logit = torch.arange(last.out_channels) // (last.out_channels // 4) == 3  # channels are colour-major
+    z = torch.rand(3, 1, 4) * 2 - 1
+    with torch.no_grad():
+        last.weight[opacity_logit] = 0.0
+        last.bias[opacity_logit] = -1.0  # opacity sigmoid(-1) = 0.27 everywhere: faint paint
+        tok.eval()
+        faint = tok.decode_observation(z)
+        tok.config = replace(tok.config, opacity_floor=0.25)
+        below = tok.decode_observation(z)
+        assert torch.equal(below, tok.to_observation(tok.decode(z)))
+        tok.config = replace(tok.config, opacity_floor=0.3)
+        floored = tok.decode_observation(z)
+        training_images, training_opacity = tok.train().reconstruct(frames[:, :1])
+    assert not torch.equal(faint, background.expand_as(faint)) and torch.equal(below, faint)
+    assert torch.equal(floored, background.expand_as(floored))
+    torch.testing.assert_close(training_opacity, torch.full_like(training_opacity, torch.sigmoid(torch.tensor(-1.0)).item()))
+
+
+def test_opacity_floor_needs_a_median_background_and_a_value_below_one():
+    with pytest.raises(ValueError, match="opacity_floor=0.2 needs kind='cnn' with background='median'"):
+        TokenizerConfig(kind="cnn", opacity_floor=0.2)
+    with pytest.raises(ValueError, match=r"opacity_floor=1.0 .* in \[0, 1\)"):
+        TokenizerConfig(kind="cnn", background="median", opacity_floor=1.0)

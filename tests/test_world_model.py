@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import make_tiny_world_model
 from imaginegym.world_model import WorldModel
 
 
@@ -41,6 +42,24 @@ def test_context_noise_can_be_set_for_imagination(tiny_world_model):
     assert not torch.allclose(trained["rewards"], noisier["rewards"])
     with pytest.raises(ValueError, match="context_noise=1.5"):
         wm.set_context_noise(1.5)
+
+
+def test_opacity_floor_can_be_set_and_is_saved(tmp_path):
+    wm = make_tiny_world_model(background="median")
+    with torch.no_grad():
+        wm.tokenizer.background.copy_(torch.rand_like(wm.tokenizer.background))
+    latents = wm.encode(wm.start_frames[:2])
+    plain = wm.decode(latents)
+    wm.set_opacity_floor(0.99)  # a random decoder paints with opacities around 0.5: all gone
+    assert wm.tokenizer_config.opacity_floor == wm.tokenizer.config.opacity_floor == 0.99
+    floored = wm.decode(latents)
+    background = wm.tokenizer.to_observation(wm.tokenizer.background)
+    assert torch.equal(floored, background.expand_as(floored)) and not torch.equal(plain, floored)
+    assert WorldModel.load(wm.save(tmp_path / "wm.safetensors")).tokenizer_config.opacity_floor == 0.99
+    with pytest.raises(ValueError, match="opacity_floor=1.5"):
+        wm.set_opacity_floor(1.5)
+    with pytest.raises(ValueError, match="opacity_floor=0.2 needs kind='cnn' with background='median'"):
+        make_tiny_world_model().set_opacity_floor(0.2)
 
 
 def test_missing_model_names_the_choices(tmp_path):

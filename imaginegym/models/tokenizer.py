@@ -44,6 +44,7 @@ class TokenizerConfig:
     # static background), which it then reproduces exactly wherever the opacity is ~0
     background: str = "learned"
     opacity_penalty: float = 0.0  # cnn, "median" background: loss weight of the mean opacity (favours an exact background)
+    opacity_floor: float = 0.0  # cnn, "median" background: at inference, opacities below this count as 0 (no faint paint on the background)
     bottleneck: str = "grid"  # cnn: "grid" (tokens are grid patches) or "global" (an MLP to num_latents x latent_dim)
     patch_size: int = 8  # transformer: pixels per patch side
     width: int = 128  # transformer / mlp / cnn-global hidden width
@@ -88,6 +89,9 @@ class TokenizerConfig:
                 )
         if not self.opacity_penalty >= 0.0 or (self.opacity_penalty and (self.kind, self.background) != ("cnn", "median")):
             raise ValueError(f"opacity_penalty={self.opacity_penalty} needs kind='cnn' with background='median' and a value >= 0")
+        if not 0.0 <= self.opacity_floor < 1.0 or (self.opacity_floor and (self.kind, self.background) != ("cnn", "median")):
+            raise ValueError(f"opacity_floor={self.opacity_floor} needs kind='cnn' with background='median' and a value in [0, 1) "
+                             "(0: every opacity counts)")
         if not self.foreground_weight >= 1.0:
             raise ValueError(f"foreground_weight={self.foreground_weight}; use 1 (every pixel alike) or more to favour moving pixels")
         if self.kind == "transformer" and self.image_size % self.patch_size:
@@ -248,6 +252,11 @@ class CNNTokenizer(PixelTokenizer):
             return painted + background, None
         colour, logit = painted.split((3, 1), dim=channel_dim)
         opacity = torch.sigmoid(logit)
+        if self.config.opacity_floor and not self.training:
+            # A hard threshold would stop the gradient of pixels that must become opaque, so
+            # it is for inference only: there it removes the faint paint that the decoder
+            # leaves on the static background, more so over imagined latents.
+            opacity = opacity.masked_fill(opacity < self.config.opacity_floor, 0.0)
         return torch.lerp(background, colour + 0.5, opacity), opacity
 
     def _decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
