@@ -44,7 +44,7 @@ class TokenizerConfig:
     # static background), which it then reproduces exactly wherever the opacity is ~0
     background: str = "learned"
     opacity_penalty: float = 0.0  # cnn, "median" background: loss weight of the mean opacity (favours an exact background)
-    opacity_floor: float = 0.0  # cnn, "median" background: at inference, opacities below this count as 0 (no faint paint on the background)
+    opacity_floor: float = 0.0  # cnn, "median" background: at inference, opacities at or below this count as 0 (no faint paint on the background)
     bottleneck: str = "grid"  # cnn: "grid" (tokens are grid patches) or "global" (an MLP to num_latents x latent_dim)
     patch_size: int = 8  # transformer: pixels per patch side
     width: int = 128  # transformer / mlp / cnn-global hidden width
@@ -256,7 +256,7 @@ class CNNTokenizer(PixelTokenizer):
             # A hard threshold would stop the gradient of pixels that must become opaque, so
             # it is for inference only: there it removes the faint paint that the decoder
             # leaves on the static background, more so over imagined latents.
-            opacity = opacity.masked_fill(opacity < self.config.opacity_floor, 0.0)
+            opacity = F.threshold(opacity, self.config.opacity_floor, 0.0)  # one pass, no mask tensor
         return torch.lerp(background, colour + 0.5, opacity), opacity
 
     def _decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
