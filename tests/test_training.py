@@ -178,4 +178,5 @@ def test_flag_help_comes_from_the_config_field_comments(capsys):
     assert "--dynamics-batch-size BATCH_SIZE per process: under torchrun the global batch is nproc times this (default: 32)" in help_text
     assert "--dynamics-rollout-every ROLLOUT_EVERY every n-th batch holds rollout windows (0: never)" in help_text
     assert "--tokenizer-kind KIND cnn | transformer | mlp | embedding (default: cnn)" in help_text
+    assert "--tokenizer-background BACKGROUND cnn: \"learned\" adds a trained image under the decoder's output;" in help_text  # comment above
     assert help_text.count("(default: 32) (default: 32)") == 0

@@ -49,8 +49,8 @@ class ShortcutConfig:
     low_noise_prob: float = 0.3  # frames drawn near tau_ctx, so clean-ish contexts are common
     low_noise_max: float | None = None  # default: twice the model's context_noise (tau_ctx)
     loss_weight_floor: float = 0.1  # the weight of pure-noise frames (1 = flat)
-    reward_weight: float = 1.0
-    continue_weight: float = 0.1
+    reward_weight: float = 1.0  # loss weight of the reward head
+    continue_weight: float = 0.1  # loss weight of the continue head
     rollout_denoise_steps: int = 4  # shortcut steps per frame when rollout windows imagine their context
 
     def __post_init__(self):

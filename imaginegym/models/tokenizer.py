@@ -33,7 +33,7 @@ LPIPS_WEIGHT = 0.2
 class TokenizerConfig:
     kind: str = "cnn"  # cnn | transformer | mlp | embedding
     # pixels (cnn, transformer)
-    image_size: int = 64
+    image_size: int = 64  # frames are image_size x image_size pixels
     channels: tuple[int, ...] = (32, 64, 128)  # cnn: one stride-2 stage each
     latent_channels: int = 8  # cnn: channels of the latent grid
     token_patch: int = 4  # cnn: side of the grid patch that forms one token
@@ -49,7 +49,7 @@ class TokenizerConfig:
     patch_size: int = 8  # transformer: pixels per patch side
     width: int = 128  # transformer / mlp / cnn-global hidden width
     depth: int = 2  # transformer encoder and decoder depth
-    heads: int = 4
+    heads: int = 4  # transformer attention heads
     num_latents: int = 8  # transformer / mlp / embedding / cnn-global: K
     latent_dim: int = 16  # transformer / mlp / embedding / cnn-global: D
     mask_ratio_max: float = 0.9  # transformer MAE

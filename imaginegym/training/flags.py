@@ -21,12 +21,23 @@ def _flag(prefix: str, name: str) -> str:
 
 @functools.cache
 def field_comments(cls: type) -> dict[str, str]:
-    """The comment after each field of a dataclass (``width: int = 256  # the comment``): the flags' help."""
+    """Each dataclass field's comment, the flags' help: the one after it on its line
+    (``width: int = 256  # the comment``), else the comment lines just above it."""
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):  # no source at hand (e.g. a class made at run time)
         return {}
-    return dict(re.findall(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+?)\s*$", source, flags=re.MULTILINE))
+    comments, above = {}, []
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("#").strip())
+            continue
+        field = re.match(r"(\w+)\s*:[^#]*?(?:#\s*(.+?))?\s*$", stripped)
+        if field and (field.group(2) or above):
+            comments[field.group(1)] = field.group(2) or " ".join(above)
+        above = []
+    return comments
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "", defaults: dict[str, Any] | None = None,
