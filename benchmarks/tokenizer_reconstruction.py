@@ -14,14 +14,13 @@ directory, or a training checkpoint ``tokenizer.pt``) encodes and decodes every
   the 100 dB cap) and on the others.
 The first row is copy-last-frame on consecutive frames, for scale. ``--opacity-floors``
 adds a row per floor for the tokenizers that paint over a median background (opacities
-below the floor count as 0 at inference): run it on the training data to choose a model's
+at or below the floor count as 0 at inference): run it on the training data to choose a model's
 ``--tokenizer-opacity-floor``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             floors += args.opacity_floors
         for floor in floors:
             if floor is not None:
-                tokenizer.config = dataclasses.replace(tokenizer.config, opacity_floor=floor)
+                tokenizer.set_opacity_floor(floor)
             recon = torch.cat([tokenizer.decode_observation(latents[b : b + args.batch_size]) for b in range(0, len(frames), args.batch_size)])
             rows[name if floor is None else f"{name} floor={floor:g}"] = summarize(recon, frames, moving, identical)
     header = ("PSNR/frame", "pooled", "static", "moving", "exact static", "identical fr.", "other fr.")

@@ -106,9 +106,9 @@ class WorldModel(nn.Module):
         self.dynamics.config = self.dynamics_config
 
     def set_opacity_floor(self, floor: float) -> None:
-        """Decode with opacities below ``floor`` counted as 0 (a CNN tokenizer over a median background)."""
-        self.tokenizer_config = replace(self.tokenizer_config, opacity_floor=floor)  # validates floor
-        self.tokenizer.config = self.tokenizer_config
+        """Decode with opacities at or below ``floor`` counted as 0 (a CNN tokenizer over a median background)."""
+        self.tokenizer.set_opacity_floor(floor)
+        self.tokenizer_config = self.tokenizer.config
 
     @property
     def device(self) -> torch.device:

@@ -1,7 +1,6 @@
 """Tokenizers: shapes, tanh range, learning, masked-autoencoder curriculum, LPIPS fallback."""
 
 import warnings
-from dataclasses import replace
 
 import pytest
 import torch
@@ -256,10 +255,10 @@ def test_opacity_floor_shows_the_exact_background_under_faint_paint_at_inference
         last.bias[opacity_logit] = -1.0  # opacity sigmoid(-1) = 0.27 everywhere: faint paint
         tok.eval()
         faint = tok.decode_observation(z)
-        tok.config = replace(tok.config, opacity_floor=0.25)
+        tok.set_opacity_floor(0.25)
         below = tok.decode_observation(z)
         assert torch.equal(below, tok.to_observation(tok.decode(z)))
-        tok.config = replace(tok.config, opacity_floor=0.3)
+        tok.set_opacity_floor(0.3)
         floored = tok.decode_observation(z)
         training_images, training_opacity = tok.train().reconstruct(frames[:, :1])
     assert not torch.equal(faint, background.expand_as(faint)) and torch.equal(below, faint)

@@ -44,6 +44,9 @@ def test_train_world_model_cli_then_load_and_evaluate(tiny_dataset, tmp_path, ca
     copy_last = results["models"]["copy_last_frame"]["per_horizon"]["1"]
     assert copy_last["psnr_changed"] <= copy_last["psnr"] and 0 < results["changed_share"]["1"] <= 1
     assert "copy_last_frame" in capsys.readouterr().out
+    assert results["opacity_floor"] == 0.0  # the tiny model paints over a learned background: no floor
+    with pytest.raises(SystemExit, match="imaginegym eval: opacity_floor=0.2 needs kind='cnn' with background='median'"):
+        main(["eval", "world-model", str(run), "--data", tiny_dataset, "--opacity-floor", "0.2", "--device", "cpu"])
 
 
 def test_rollout_batches_come_every_nth_step_with_real_context_then_frames_to_imagine(tiny_dataset, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ All expose ``encode(obs) -> (..., K, D)``, ``decode(z)``, ``to_observation(decod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -139,6 +139,12 @@ def foreground_mask(frames: torch.Tensor) -> torch.Tensor:
 
 class Tokenizer(nn.Module):
     """What every tokenizer offers besides encode/decode/to_observation/loss."""
+
+    config: TokenizerConfig
+
+    def set_opacity_floor(self, floor: float) -> None:
+        """Decode with opacities at or below ``floor`` counted as 0 (a CNN tokenizer over a median background)."""
+        self.config = replace(self.config, opacity_floor=floor)  # validates floor
 
     @torch.no_grad()
     def decode_observation(self, z: torch.Tensor) -> torch.Tensor:

@@ -104,7 +104,7 @@ def add_eval_parser(subparsers) -> None:
     wm.add_argument("--per-episode", type=int, default=5, help="rollouts per held-out episode")
     wm.add_argument("--out", help="directory for results.json and rollouts.gif (default: MODEL/eval or ./eval-<name>)")
     wm.add_argument("--context-noise", type=float, help="tau_ctx: the noise level of context frames (default: the model's own)")
-    wm.add_argument("--opacity-floor", type=float, help="decode with opacities below this counted as 0 (default: the model's own)")
+    wm.add_argument("--opacity-floor", type=float, help="decode with opacities at or below this counted as 0 (default: the model's own)")
     wm.add_argument("--device", default="auto")
     wm.add_argument("--seed", type=int, default=0)
     parser.set_defaults(handler=run_eval)
@@ -120,10 +120,13 @@ def run_eval(args: argparse.Namespace) -> int:
     from imaginegym.world_model import WorldModel
 
     model = WorldModel.load(args.model, device=args.device)
-    if args.context_noise is not None:
-        model.set_context_noise(args.context_noise)
-    if args.opacity_floor is not None:
-        model.set_opacity_floor(args.opacity_floor)
+    try:  # overrides of the model's own settings, validated by its configs
+        if args.context_noise is not None:
+            model.set_context_noise(args.context_noise)
+        if args.opacity_floor is not None:
+            model.set_opacity_floor(args.opacity_floor)
+    except ValueError as error:
+        raise SystemExit(f"imaginegym eval: {error}") from error
     run_dir = Path(args.model) if Path(args.model).is_dir() else None
     train_data = args.train_data
     if train_data is None:

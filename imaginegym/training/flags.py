@@ -52,9 +52,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str 
         hint = hints[field.name]
         origin, args = typing.get_origin(hint), typing.get_args(hint)
         dest = f"{prefix}__{field.name}" if prefix else field.name
-        comment = field_comments(cls).get(field.name)
-        help_text = f"{comment} (default: %(default)s)" if comment else "(default: %(default)s)"
-        kwargs: dict[str, Any] = {"dest": dest, "default": default, "help": help_text.replace("%", "%%").replace("%%(default)s", "%(default)s")}
+        comment = field_comments(cls).get(field.name, "").replace("%", "%%")  # argparse formats help with %
+        kwargs: dict[str, Any] = {"dest": dest, "default": default, "help": f"{comment} (default: %(default)s)".lstrip()}
         if hint is not bool:
             kwargs["metavar"] = field.name.upper()
         if hint is bool:
