@@ -1,8 +1,8 @@
 """The `imaginegym` command line.
 
 Each sub-command is a pair: `add_<name>_parser(subparsers)` declares its flags and sets
-`handler=run_<name>`; `run_<name>(args) -> int` does the work and may raise
-`DatasetError`, which is printed as a usage error. Add a command by writing such a pair
+`handler=run_<name>`; `run_<name>(args) -> int` does the work and may raise one of
+`USER_ERRORS` (bad input or files), which is printed as a one-line error. Add a command by writing such a pair
 and listing the adder in `COMMANDS`. Import heavy modules (torch, dm_control) inside the
 handler, so `imaginegym --help` and spawned collection workers (which re-import this
 module) stay fast.
@@ -11,17 +11,14 @@ module) stay fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from imaginegym.data.format import DatasetError
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return int(text)
+from imaginegym.training.flags import positive_int
 
 
 def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -85,7 +82,7 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
         "--max-episode-steps", type=positive_int,
         help="cut episodes after N steps, recorded as truncated (default: the env's limit)",
     )
-    parser.set_defaults(handler=run_collect, parser=parser)
+    parser.set_defaults(handler=run_collect)
 
 
 def run_collect(args: argparse.Namespace) -> int:
@@ -93,9 +90,7 @@ def run_collect(args: argparse.Namespace) -> int:
 
     task = TIERS[args.tier] if args.tier is not None else args.task
     if task is None and args.env == DMC_ENV_ID:
-        args.parser.error(
-            "choose a task: --task cartpole-swingup, or a preset such as --tier 1"
-        )
+        raise ValueError("choose a task: --task cartpole-swingup, or a preset such as --tier 1")
     config = CollectConfig(
         env_id=args.env,
         task=task,
@@ -146,13 +141,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_ERRORS = (DatasetError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+"""Errors about the user's input and files: printed as one line (exit status 2), like argparse's own errors.
+Set IMAGINEGYM_TRACEBACK=1 to see their tracebacks; other errors always show theirs."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point: `imaginegym COMMAND [options]`."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except DatasetError as err:
-        args.parser.error(str(err))
+    except USER_ERRORS as err:
+        if os.environ.get("IMAGINEGYM_TRACEBACK"):
+            raise
+        command = " ".join(part for part in (parser.prog, args.command, getattr(args, "stage", None) or getattr(args, "what", None)) if part)
+        print(f"{command}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as err:  # a full disk, a vanished mount: say what failed, without a traceback
+        if os.environ.get("IMAGINEGYM_TRACEBACK") or err.errno is None:
+            raise
+        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

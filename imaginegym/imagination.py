@@ -34,7 +34,7 @@ from gymnasium.vector.utils import batch_space
 from imaginegym.data.store import EpisodeDataset
 from imaginegym.models import noise
 from imaginegym.models.dynamics import KVCache
-from imaginegym.world_model import WorldModel
+from imaginegym.world_model import WorldModel, resolve_device
 
 OBS_MODES = ("pixels", "latent")
 RENDER_FPS = 30  # frames per second of recorded videos; the model does not know the task's timestep
@@ -45,7 +45,7 @@ StepReturn = tuple[np.ndarray, float, bool, bool, dict[str, Any]]
 def load_world_model(world_model: str | os.PathLike | WorldModel, device: str | torch.device = "auto") -> WorldModel:
     """A `WorldModel` as given (on its own device), or loaded from a bundled name, file or run dir."""
     if isinstance(world_model, WorldModel):
-        if str(device) != "auto" and torch.device(device).type != world_model.device.type:
+        if str(device) != "auto" and resolve_device(device).type != world_model.device.type:
             raise ValueError(
                 f"the world model is on {world_model.device} but device={str(device)!r}: "
                 f"move it first (world_model.to({str(device)!r})) or pass device='auto'"
@@ -58,6 +58,59 @@ def latent_space(world_model: WorldModel) -> spaces.Box:
     """The latent observation space: float32 (K*D,) in [-1, 1], the tokenizer's tanh range."""
     c = world_model.dynamics_config
     return spaces.Box(-1.0, 1.0, (c.latent_tokens * c.latent_dim,), np.float32)
+
+
+CHUNK = 1024  # frames encoded or decoded per tokenizer call: bounds the activations whatever the number of envs
+
+
+def check_count(name: str, value: Any) -> int:
+    """An integer >= 1 (numpy integers too, not bools or floats), else a ValueError naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}={value!r}: use an integer >= 1")
+    return int(value)
+
+
+def memory_per_env(world_model: WorldModel, obs_mode: str) -> int:
+    """Bytes one env of a batch holds: its KV-cache row, and its observation in the buffers a step fills and returns."""
+    c, dynamics = world_model.dynamics_config, world_model.dynamics
+    cache = 2 * c.depth * c.context_length * dynamics.tokens_per_frame * c.width * 4  # keys and values, float32
+    if obs_mode == "pixels":
+        observation = int(np.prod(world_model.observation_space.shape)) * np.dtype(world_model.observation_space.dtype).itemsize
+    else:
+        observation = c.latent_tokens * c.latent_dim * 4
+    latents = c.latent_tokens * c.latent_dim * 4 * 4  # state, step output, info, copies
+    # A step's activations grow with the batch too: the MLP's hidden layer and the attention scores over the cache, a few copies.
+    s = dynamics.tokens_per_frame
+    activations = 4 * 4 * (s * c.width * c.mlp_ratio + c.heads * s * c.context_length * s)
+    return cache + 6 * observation + latents + activations  # observations: the buffer, reset and step outputs, returned copies
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for new tensors on ``device``: CUDA's free memory, or the system's MemAvailable."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(world_model: WorldModel, num_envs: int, obs_mode: str) -> None:
+    """Refuse a batch whose buffers would not fit in memory, before allocating any of them."""
+    per_env = memory_per_env(world_model, obs_mode)
+    # The tokenizer's activations over one chunk of frames (measured: ~0.6 GB for 64x64 frames) do not grow with the batch.
+    chunk = CHUNK * int(np.prod(world_model.observation_space.shape)) * 4 * 12
+    needed, free = per_env * num_envs + chunk, int(0.8 * available_memory(world_model.device))
+    if needed > free:
+        raise ValueError(
+            f"num_envs={num_envs} needs about {needed / 2**30:.1f} GiB on {world_model.device} ({per_env / 2**10:.0f} KiB per env for "
+            f"its KV cache and observation buffers, {chunk / 2**30:.1f} GiB for the tokenizer), more than the {free / 2**30:.1f} GiB this process can take (80% of what is free): "
+            f"use at most {max(1, (free - chunk) // per_env):,} envs" + (", or obs_mode='latent' (no frame buffers)" if obs_mode == "pixels" else "")
+        )
 
 
 def check_max_episode_steps(steps: int | None) -> int | None:
@@ -103,6 +156,7 @@ class ImaginedBatch:
                 f"obs_mode={obs_mode!r}: use 'pixels' (frames, the real env's space) or 'latent' "
                 "(a flat float32 Box(-1, 1, (K*D,)) of the tokenizer's latents)"
             )
+        num_envs = check_count("num_envs", num_envs)
         noise.step_level(num_denoise_steps, wm.dynamics_config.k_max)  # raises for a step count the model lacks
         context_length = window if context_length is None else context_length
         if not 1 <= context_length <= window:
@@ -115,6 +169,7 @@ class ImaginedBatch:
         self.context_length, self.max_episode_steps = context_length, max_episode_steps
         self.observation_space = wm.observation_space if obs_mode == "pixels" else latent_space(wm)
         self.action_space = wm.action_space
+        check_memory(wm, num_envs, obs_mode)
         self.cache = wm.dynamics.new_cache(num_envs)
         self.latent_shape = (wm.dynamics_config.latent_tokens, wm.dynamics_config.latent_dim)  # (K, D)
         self.latents = torch.zeros(num_envs, *self.latent_shape, device=wm.device)  # (N, K, D)
@@ -193,6 +248,15 @@ class ImaginedBatch:
         Returns the first observations (B, *obs_shape) (the last context frame, or its
         latents) and latents float32 (B, K*D).
         """
+        observations, latents = [], []
+        rows_per_chunk = max(1, CHUNK // self.context_length)  # a chunk's context frames, encoder activations and prefill stay bounded
+        for start in range(0, len(rows), rows_per_chunk):
+            chunk_observations, chunk_latents = self._reset_rows(rows[start : start + rows_per_chunk], rngs, options)
+            observations.append(chunk_observations)
+            latents.append(chunk_latents)
+        return np.concatenate(observations), np.concatenate(latents)
+
+    def _reset_rows(self, rows: np.ndarray, rngs: Sequence[np.random.Generator], options: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
         wm = self.world_model
         frames, actions, noise_ctx = [], [], []
         for row in rows:
@@ -224,7 +288,7 @@ class ImaginedBatch:
         self.latents[index] = z
         self.steps[rows] += 1
         latents = rearrange(z, "b k d -> b (k d)").cpu().numpy()
-        observations = wm.decode(z).cpu().numpy() if self.obs_mode == "pixels" else latents.copy()
+        observations = torch.cat([wm.decode(chunk).cpu() for chunk in z.split(CHUNK)]).numpy() if self.obs_mode == "pixels" else latents.copy()
         continue_probs = continue_prob.double().cpu().numpy()
         limit = self.max_episode_steps
         return ImaginedSteps(
@@ -240,7 +304,8 @@ class ImaginedBatch:
     def render(self, rows: np.ndarray) -> np.ndarray:
         """Decoded current frames uint8 (B, H, W, 3) of envs ``rows`` (after a reset: the
         tokenizer's reconstruction of the last context frame)."""
-        return self.world_model.decode(self.latents[torch.as_tensor(rows, device=self.world_model.device)]).cpu().numpy()
+        latents = self.latents[torch.as_tensor(rows, device=self.world_model.device)]
+        return torch.cat([self.world_model.decode(chunk).cpu() for chunk in latents.split(CHUNK)]).numpy()
 
 
 class ImaginationSettings:
@@ -325,19 +390,24 @@ class ImaginationEnv(ImaginationSettings, gym.Env[np.ndarray, np.ndarray]):
         self.observation_space, self.action_space = self._batch.observation_space, self._batch.action_space
         self.render_mode = render_mode
         self._row = np.zeros(1, dtype=np.int64)
+        self._ended = False  # the last step terminated or truncated the episode
 
     @torch.no_grad()
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> ResetReturn:
         super().reset(seed=seed)
         observations, latents = self._batch.reset(self._row, [self.np_random], options)
+        self._ended = False
         return observations[0], {"latent": latents[0]}
 
     @torch.no_grad()
     def step(self, action: np.ndarray) -> StepReturn:
         if not self._batch.started[0]:
             raise ResetNeeded("call reset() before step(): an imagined episode starts from a context")
-        actions = self.world_model.check_actions(action, (), "actions")[None]
+        if self._ended:
+            raise ResetNeeded("the episode has ended (terminated or truncated): call reset() before step(), as for any Gymnasium env")
+        actions = self.world_model.check_actions(action, (), "action")[None]
         out = self._batch.step(self._row, actions, [self.np_random])
+        self._ended = bool(out.terminated[0] or out.truncated[0])
         info = {"latent": out.latents[0], "continue_prob": float(out.continue_probs[0])}
         return out.observations[0], float(out.rewards[0]), bool(out.terminated[0]), bool(out.truncated[0]), info
 
@@ -385,8 +455,7 @@ class ImaginationVectorEnv(ImaginationSettings, VectorEnv):
         render_mode: str | None = "rgb_array",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs={num_envs}: use 1 or more")
+        num_envs = check_count("num_envs", num_envs)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r}: use 'rgb_array' or None")
         autoreset_mode = AutoresetMode(autoreset_mode)
@@ -482,6 +551,24 @@ class ImaginationVectorEnv(ImaginationSettings, VectorEnv):
         return tuple(self._batch.render(self._all))
 
 
+def env_spec_mismatches(env: gym.Env, world_model: WorldModel) -> list[str]:
+    """``"name: env vs model"`` for each setting of the model's env (id, task, size, action repeat...) that ``env`` has otherwise.
+
+    Frames of the same size from another task or action repeat fit the tokenizer but not the dynamics, so the
+    settings themselves are compared: the registered id (when the env was made by ``gym.make``) and each of the
+    model's ``env_kwargs`` that the unwrapped env exposes as an attribute.
+    """
+    spec = world_model.env_spec
+    mismatches = []
+    if env.spec is not None and env.spec.id != spec.env_id:
+        mismatches.append(f"id: {env.spec.id!r} vs {spec.env_id!r}")
+    for name, value in spec.env_kwargs.items():
+        actual = getattr(env.unwrapped, name, value)
+        if actual != value:
+            mismatches.append(f"{name}: {actual!r} vs {value!r}")
+    return mismatches
+
+
 class LatentObservation(gym.ObservationWrapper):
     """A real env whose observations are the world model's latents, as in imagination.
 
@@ -494,12 +581,15 @@ class LatentObservation(gym.ObservationWrapper):
     def __init__(self, env: gym.Env, world_model: str | os.PathLike | WorldModel, device: str | torch.device = "auto") -> None:
         super().__init__(env)
         self.world_model = load_world_model(world_model, device)
+        fix = "make the env with the model's settings: gym.make(wm.env_spec.env_id, **wm.env_spec.env_kwargs)"
         expected = self.world_model.observation_space
         if env.observation_space != expected:
-            raise ValueError(
-                f"the env observes {env.observation_space} but the world model was trained on {expected}: "
-                "make the env with the model's settings, e.g. gym.make(wm.env_spec.env_id, **wm.env_spec.env_kwargs)"
-            )
+            raise ValueError(f"the env observes {env.observation_space} but the world model was trained on {expected}: {fix}")
+        if env.action_space != self.world_model.action_space:
+            raise ValueError(f"the env acts in {env.action_space} but the world model was trained on {self.world_model.action_space}: {fix}")
+        mismatches = env_spec_mismatches(env, self.world_model)
+        if mismatches:
+            raise ValueError(f"the env differs from the one the world model was trained on: {'; '.join(mismatches)}: {fix}")
         self.observation_space = latent_space(self.world_model)
 
     @torch.no_grad()

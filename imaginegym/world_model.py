@@ -58,11 +58,18 @@ def _config_from_json(text: str, where: str) -> tuple[TokenizerConfig, DynamicsC
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     """A bundled model name (e.g. "cartpole-swingup") or a path to a .safetensors file or run directory."""
     path = Path(name_or_path)
+    bundled = PRETRAINED_DIR / str(name_or_path) / "world_model.safetensors"
     if path.is_dir():
-        path = path / "world_model.safetensors"
+        if (path / "world_model.safetensors").is_file():
+            return path / "world_model.safetensors"
+        # A run directory still training, or an unrelated folder, must not stand in for a bundled model of the same name.
+        also = f"; the bundled model {str(name_or_path)!r} is at {bundled}: pass that path to use it" if bundled.is_file() else ""
+        raise FileNotFoundError(
+            f"{str(name_or_path)!r} is a directory without world_model.safetensors (an unfinished run? `imaginegym train "
+            f"world-model --out {name_or_path}` exports it at the end){also}"
+        )
     if path.is_file():
         return path
-    bundled = PRETRAINED_DIR / str(name_or_path) / "world_model.safetensors"
     if bundled.is_file():
         return bundled
     names = sorted(p.parent.name for p in PRETRAINED_DIR.glob("*/world_model.safetensors"))
@@ -134,7 +141,12 @@ class WorldModel(nn.Module):
 
     def check_actions(self, actions: torch.Tensor | np.ndarray, lead: tuple[int, ...], name: str = "actions") -> torch.Tensor:
         """Actions (*lead, A) float (Box, clipped to its bounds) or (*lead,) int (Discrete)."""
-        actions = torch.as_tensor(np.asarray(actions) if not isinstance(actions, torch.Tensor) else actions)
+        if not isinstance(actions, torch.Tensor):
+            array = np.asarray(actions)
+            if array.dtype.kind not in "biuf":  # strings, None, objects: no numbers to act on
+                expected = f"{lead} integers" if self.dynamics_config.action_kind == "discrete" else f"floats of shape {(*lead, self.dynamics_config.action_dim)}"
+                raise ValueError(f"{name} {actions!r} are not numbers: the world model expects {expected} (the env's action_space)")
+            actions = torch.as_tensor(array)
         if self.dynamics_config.action_kind == "discrete":
             if tuple(actions.shape) != lead:
                 raise ValueError(f"{name} have shape {tuple(actions.shape)}, expected {lead} (one integer action each)")
@@ -246,7 +258,26 @@ class WorldModel(nn.Module):
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> cuda when available, else cpu."""
+    """"auto" -> cuda when available, else cpu; any other device is checked to exist here.
+
+    Raises:
+        ValueError: ``device`` is not a device name, or names a CUDA (or MPS) device this machine lacks.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device={device!r} is not a device: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from error
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device={str(device)!r}, but this PyTorch sees no CUDA device (torch.cuda.is_available() is False): "
+                             "use device='cpu', or 'auto' to take a GPU only when there is one")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device={str(device)!r}, but this machine has {count} CUDA device(s): use cuda:0 to cuda:{count - 1}")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={str(device)!r}, but MPS is not available here: use device='cpu' or 'auto'")
+    elif resolved.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={str(device)!r}: imaginegym runs on 'cpu', 'cuda' or 'mps'")
+    return resolved

@@ -83,8 +83,25 @@ def test_terminated_follows_the_continue_head(tiny_world_model):
     _, _, terminated, _, info = env.step(np.zeros(1, np.float32))
     assert terminated and info["continue_prob"] < 0.01
     set_continue(tiny_world_model, 8.0)
+    env.reset(seed=0)
     _, _, terminated, _, info = env.step(np.zeros(1, np.float32))
     assert not terminated and info["continue_prob"] > 0.99
+
+
+@pytest.mark.parametrize("end", ["terminated", "truncated"])
+def test_step_after_the_episode_ended_needs_a_reset_like_any_gymnasium_env(tiny_world_model, end):
+    env = ImaginationEnv(tiny_world_model, max_episode_steps=2 if end == "truncated" else None)
+    env.reset(seed=0)
+    if end == "terminated":
+        set_continue(tiny_world_model, -8.0)
+    done = False
+    while not done:
+        _, _, terminated, truncated, _ = env.step(np.zeros(1, np.float32))
+        done = terminated or truncated
+    with pytest.raises(ResetNeeded, match="the episode has ended"):
+        env.step(np.zeros(1, np.float32))
+    env.reset(seed=1)
+    env.step(np.zeros(1, np.float32))  # a reset starts the next episode
 
 
 @pytest.mark.parametrize("obs_mode", ["pixels", "latent"])

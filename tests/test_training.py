@@ -45,11 +45,24 @@ def test_train_world_model_cli_then_load_and_evaluate(tiny_dataset, tmp_path, ca
     assert copy_last["psnr_changed"] <= copy_last["psnr"] and 0 < results["changed_share"]["1"] <= 1
     assert "copy_last_frame" in capsys.readouterr().out
     assert results["opacity_floor"] == 0.0  # the tiny model paints over a learned background: no floor
-    with pytest.raises(SystemExit, match="imaginegym eval: opacity_floor=0.2 needs kind='cnn' with background='median'"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["eval", "world-model", str(run), "--data", tiny_dataset, "--opacity-floor", "0.2", "--device", "cpu"])
+    assert exit_info.value.code == 2
+    assert "imaginegym eval world-model: error: opacity_floor=0.2 needs kind='cnn' with background='median'" in capsys.readouterr().err
 
 
-def test_rollout_batches_come_every_nth_step_with_real_context_then_frames_to_imagine(tiny_dataset, tmp_path, monkeypatch):
+def cli_error(capsys, argv: list[str]) -> str:
+    """The one-line error the CLI prints for ``argv`` (exit status 2), without its "imaginegym ...: error:" prefix."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ": error: " in err and err.startswith("imaginegym ")
+    return err.split(": error: ", 1)[1]
+
+
+def test_rollout_batches_come_every_nth_step_with_real_context_then_frames_to_imagine(tiny_dataset, tmp_path, monkeypatch, capsys):
     from imaginegym.training import dynamics_trainer
 
     seen = []
@@ -70,12 +83,13 @@ def test_rollout_batches_come_every_nth_step_with_real_context_then_frames_to_im
                  "--dynamics-rollout-denoise-steps", "1", *TINY_FLAGS[TINY_FLAGS.index("--dynamics-width"):]]) == 0
     drawn = {batch["latents"].shape[1] - 4 for batch in seen}  # resumed at step 6: 12 rollout batches
     assert drawn <= {2, 3, 4, 5} and len(drawn) > 1
-    with pytest.raises(ValueError, match="rollout_min_length=6"):
-        main(["train", "dynamics", "--data", tiny_dataset, "--out", str(run), "--dynamics-steps", "32", "--dynamics-rollout-every", "2",
-              "--dynamics-rollout-length", "5", "--dynamics-rollout-min-length", "6", *TINY_FLAGS[TINY_FLAGS.index("--dynamics-width"):]])
-    with pytest.raises(ValueError, match="rollout_length=40"):
-        main(["train", "world-model", "--data", tiny_dataset, "--out", str(tmp_path / "other"), "--tokenizer-steps", "2", "--dynamics-steps", "8",
-              "--dynamics-rollout-every", "2", "--dynamics-rollout-length", "40", *TINY_FLAGS])
+    assert "rollout_min_length=6" in cli_error(capsys, ["train", "dynamics", "--data", tiny_dataset, "--out", str(run), "--dynamics-steps", "32",
+                                                          "--dynamics-rollout-every", "2", "--dynamics-rollout-length", "5",
+                                                          "--dynamics-rollout-min-length", "6", *TINY_FLAGS[TINY_FLAGS.index("--dynamics-width"):]])
+    assert "rollout_length=40" in cli_error(capsys, ["train", "world-model", "--data", tiny_dataset, "--out", str(tmp_path / "other"),
+                                                     "--tokenizer-steps", "2", "--dynamics-steps", "8", "--dynamics-rollout-every", "2",
+                                                     "--dynamics-rollout-length", "40", *TINY_FLAGS])
+    assert not (tmp_path / "other" / "tokenizer.pt").exists()  # found before the tokenizer trained
 
 
 def test_mark_imagined_changes_nothing_until_rollout_windows_come(tiny_dataset, tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 from imaginegym.models.dynamics import DynamicsConfig
 from imaginegym.models.shortcut import ShortcutConfig
 from imaginegym.models.tokenizer import TokenizerConfig
-from imaginegym.training.flags import add_dataclass_flags, dataclass_from_flags
+from imaginegym.training.flags import add_dataclass_flags, dataclass_from_flags, positive_int
 from imaginegym.training.loop import OptimConfig
 
 DERIVED = ("latent_tokens", "latent_dim", "action_kind", "action_dim")  # follow from tokenizer and data
@@ -40,6 +40,7 @@ def add_train_parser(subparsers) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", required=True, help="run directory (checkpoints, TensorBoard logs, world_model.safetensors)")
     common.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (default: auto)")
+    common.add_argument("--restart", action="store_true", help="OUT holds a run on another dataset: delete it and start over")
     wm = stages.add_parser("world-model", parents=[common], help="tokenizer, then dynamics on the encoded dataset, then export",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     wm.add_argument("--data", required=True, help="dataset directory from `imaginegym collect`")
@@ -57,29 +58,35 @@ def add_train_parser(subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from imaginegym.data.store import EpisodeDataset
     from imaginegym.training.checkpoint import load_checkpoint
+    from imaginegym.training.distributed import training_device
     from imaginegym.training.dynamics_trainer import BatchLengths
-    from imaginegym.training.pipeline import train_world_model
+    from imaginegym.training.pipeline import claim_run_dir, train_world_model
 
+    training_device(args.device)  # an unusable --device fails before anything is read or written
+    dataset = EpisodeDataset(args.data)  # and so does a bad --data
     if args.stage == "tokenizer":
         from imaginegym.training.tokenizer_trainer import train_tokenizer
 
-        train_tokenizer(args.data, args.out, dataclass_from_flags(TokenizerConfig, args, "tokenizer"),
-                        dataclass_from_flags(OptimConfig, args, "tokenizer"), args.device, require_lpips=args.require_lpips)
+        tokenizer, optim = dataclass_from_flags(TokenizerConfig, args, "tokenizer"), dataclass_from_flags(OptimConfig, args, "tokenizer")
+        claim_run_dir(Path(args.out), dataset, args.restart)
+        train_tokenizer(args.data, args.out, tokenizer, optim, args.device, require_lpips=args.require_lpips)
         print(f"tokenizer checkpoint: {Path(args.out) / 'tokenizer.pt'}")
         return 0
     if args.stage == "dynamics":
+        if not (Path(args.out) / "tokenizer.pt").is_file():
+            raise FileNotFoundError(f"{Path(args.out) / 'tokenizer.pt'} does not exist: `imaginegym train dynamics` trains on OUT's tokenizer; "
+                                    f"train one first (`imaginegym train tokenizer --data {args.data} --out {args.out}`) or use `train world-model`")
         _, config = load_checkpoint(Path(args.out) / "tokenizer.pt")
         tokenizer = TokenizerConfig(**config["tokenizer"])  # JSON lists become tuples in the config itself
         require_lpips = False
     else:
         tokenizer = dataclass_from_flags(TokenizerConfig, args, "tokenizer")
         require_lpips = args.require_lpips
-    EpisodeDataset(args.data)  # fail early on a bad --data
     path = train_world_model(
         args.data, args.out, tokenizer, dataclass_from_flags(OptimConfig, args, "tokenizer") if args.stage == "world-model" else None,
         dataclass_from_flags(DynamicsConfig, args, "dynamics"), dataclass_from_flags(OptimConfig, args, "dynamics"),
         dataclass_from_flags(ShortcutConfig, args, "dynamics"), dataclass_from_flags(BatchLengths, args, "dynamics"),
-        args.device, require_lpips,
+        args.device, require_lpips, args.restart,
     )
     print(f"world model: {path}")
     return 0
@@ -98,10 +105,10 @@ def add_eval_parser(subparsers) -> None:
     wm.add_argument("model", help="run directory, .safetensors file, or bundled model name")
     wm.add_argument("--data", required=True, help="held-out dataset directory")
     wm.add_argument("--train-data", help="training dataset, for the mean frame and the background (default: from the run's checkpoint)")
-    wm.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 50])
-    wm.add_argument("--context", type=int, default=16, help="real context frames per rollout")
-    wm.add_argument("--denoise-steps", type=int, nargs="+", default=[4, 64], help="shortcut sampling steps to compare")
-    wm.add_argument("--per-episode", type=int, default=5, help="rollouts per held-out episode")
+    wm.add_argument("--horizons", type=positive_int, nargs="+", default=[1, 4, 16, 50])
+    wm.add_argument("--context", type=positive_int, default=16, help="real context frames per rollout")
+    wm.add_argument("--denoise-steps", type=positive_int, nargs="+", default=[4, 64], help="shortcut sampling steps to compare")
+    wm.add_argument("--per-episode", type=positive_int, default=5, help="rollouts per held-out episode")
     wm.add_argument("--out", help="directory for results.json and rollouts.gif (default: MODEL/eval or ./eval-<name>)")
     wm.add_argument("--context-noise", type=float, help="tau_ctx: the noise level of context frames (default: the model's own)")
     wm.add_argument("--opacity-floor", type=float, help="decode with opacities at or below this counted as 0 (default: the model's own)")
@@ -120,18 +127,15 @@ def run_eval(args: argparse.Namespace) -> int:
     from imaginegym.world_model import WorldModel
 
     model = WorldModel.load(args.model, device=args.device)
-    try:  # overrides of the model's own settings, validated by its configs
-        if args.context_noise is not None:
-            model.set_context_noise(args.context_noise)
-        if args.opacity_floor is not None:
-            model.set_opacity_floor(args.opacity_floor)
-    except ValueError as error:
-        raise SystemExit(f"imaginegym eval: {error}") from error
+    if args.context_noise is not None:  # overrides of the model's own settings, validated by its configs
+        model.set_context_noise(args.context_noise)
+    if args.opacity_floor is not None:
+        model.set_opacity_floor(args.opacity_floor)
     run_dir = Path(args.model) if Path(args.model).is_dir() else None
     train_data = args.train_data
     if train_data is None:
         if run_dir is None or not (run_dir / "tokenizer.pt").exists():
-            raise SystemExit("imaginegym eval: give --train-data (the training dataset) for the mean-frame baseline")
+            raise ValueError("give --train-data (the training dataset) for the mean-frame baseline")
         train_data = load_checkpoint(run_dir / "tokenizer.pt")[1]["data"]
     out = Path(args.out) if args.out else (run_dir / "eval" if run_dir else Path(f"eval-{Path(args.model).stem}"))
     out.mkdir(parents=True, exist_ok=True)

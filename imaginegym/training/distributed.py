@@ -41,11 +41,13 @@ def init_distributed(device: torch.device) -> DistributedContext:
 
 def training_device(requested: str) -> torch.device:
     """"auto" picks this rank's GPU when there is one, else the CPU."""
+    from imaginegym.world_model import resolve_device
+
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")
-    return torch.device(requested)
+    return resolve_device(requested)
 
 
 def barrier(context: DistributedContext) -> None:

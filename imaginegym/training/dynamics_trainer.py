@@ -83,15 +83,17 @@ def train_dynamics(latents: str | Path, out: str | Path, dynamics: DynamicsConfi
     model = model.to(dev)
     loop = TrainingLoop(
         "dynamics", model, DynamicsObjective(model, shortcut).to(dev), optim, Path(out),
-        {"dynamics": asdict(dynamics), "shortcut": asdict(shortcut), "lengths": asdict(lengths)}, context, dev,
+        {"dynamics": asdict(dynamics), "shortcut": asdict(shortcut), "lengths": asdict(lengths), "latents": episodes.key}, context, dev,
         find_unused_parameters=dynamics.mark_imagined,  # real windows leave the imagined flag out
     )
+    if loop.step >= optim.steps and "latents" in loop.resumed_config:
+        loop.run_config["latents"] = loop.resumed_config["latents"]  # no step left to take: it has not trained on these latents
     long_len = min(dynamics.context_length * lengths.long_factor, int(windows.num_frames.min()))
 
     rollout_len = dynamics.context_length + lengths.rollout_length
     if lengths.rollout_every and rollout_len + 1 > int(windows.num_frames.max()):
         raise ValueError(f"rollout_length={lengths.rollout_length}: context_length + rollout_length = {rollout_len} frames "
-                         f"exceed every episode ({int(windows.num_frames.max())} frames); lower --dynamics-rollout-length")
+                         f"exceed every episode ({int(windows.num_frames.max())} frames); lower rollout_length")
 
     def next_batch(generator: torch.Generator, step: int) -> dict:
         if lengths.rollout_every and step >= lengths.rollout_start and step % lengths.rollout_every == lengths.rollout_every - 1:

@@ -15,6 +15,13 @@ import typing
 from typing import Any
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
+
+
 def _flag(prefix: str, name: str) -> str:
     return "--" + (f"{prefix}-" if prefix else "") + name.replace("_", "-")
 

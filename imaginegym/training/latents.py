@@ -7,6 +7,7 @@ float16 beside the episode's actions, rewards and terminated flags, and offers t
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -22,21 +23,46 @@ from imaginegym.data.store import EpisodeDataset
 KEYS = ("latents", "actions", "rewards", "terminated")
 
 
+def latents_key(dataset: EpisodeDataset, tokenizer: torch.nn.Module) -> dict[str, str]:
+    """What latents are derived from: digests of the dataset's episodes and of the tokenizer's weights.
+
+    Cached latents are reused only while both match; a grown dataset or a tokenizer that trained on changes them.
+    """
+    episodes = [[shard.file, shard.episode, shard.length, shard.seed, shard.policy] for shard in dataset.shards]
+    data = hashlib.sha256(json.dumps([dataset.meta.to_json(), episodes], sort_keys=True).encode())
+    weights = hashlib.sha256()
+    for name, tensor in sorted(tokenizer.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return {"dataset": data.hexdigest(), "tokenizer": weights.hexdigest()}
+
+
+def read_latents_key(path: str | Path) -> dict[str, str] | None:
+    """The `latents_key` a latents file was encoded with (None for files from before keys, or unreadable ones)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            key = (f.metadata() or {}).get("key")
+    except Exception:  # safetensors raises its own error types for damaged files: encode again
+        return None
+    return json.loads(key) if key else None
+
+
 @torch.no_grad()
-def encode_dataset(tokenizer: torch.nn.Module, data: str | Path, out: str | Path, device: torch.device, chunk: int = 256) -> Path:
-    """Write the latents of every episode of ``data`` to ``out`` (atomically); returns ``out``."""
-    dataset = EpisodeDataset(data)
+def encode_dataset(tokenizer: torch.nn.Module, dataset: EpisodeDataset, out: str | Path, device: torch.device,
+                   key: dict[str, str], chunk: int = 256) -> Path:
+    """Write the latents of every episode of ``dataset`` to ``out`` (atomically), with ``key`` (see `latents_key`); returns ``out``."""
     tensors = {}
     tokenizer.eval()
     for i in tqdm(range(len(dataset)), desc="encode dataset"):
         frames = dataset.read(i, "frames")
         z = torch.cat([tokenizer.encode(torch.from_numpy(frames[s : s + chunk]).to(device)).cpu() for s in range(0, len(frames), chunk)])
         tensors[f"{i}.latents"] = z.half()
-        for key in KEYS[1:]:
-            tensors[f"{i}.{key}"] = torch.from_numpy(np.ascontiguousarray(dataset.read(i, key)))
+        for name in KEYS[1:]:
+            tensors[f"{i}.{name}"] = torch.from_numpy(np.ascontiguousarray(dataset.read(i, name)))
     out = Path(out)
+    metadata = {"data": str(dataset.root), "episodes": str(len(dataset)), "lengths": json.dumps(dataset.lengths.tolist()), "key": json.dumps(key)}
     with atomic_write(out) as tmp:
-        save_file(tensors, str(tmp), metadata={"data": str(data), "episodes": str(len(dataset)), "lengths": json.dumps(dataset.lengths.tolist())})
+        save_file(tensors, str(tmp), metadata=metadata)
     return out
 
 
@@ -49,6 +75,7 @@ class LatentEpisodes:
             meta = f.metadata()
             self.arrays = {key: f.get_tensor(key) for key in f.keys()}
         self._lengths = np.array(json.loads(meta["lengths"]), dtype=np.int64)
+        self.key: dict[str, str] | None = json.loads(meta["key"]) if "key" in meta else None
 
     @property
     def lengths(self) -> np.ndarray:

@@ -39,6 +39,17 @@ class OptimConfig:
     checkpoint_every: int = 250  # steps between atomic checkpoints (training resumes from the last)
     seed: int = 0  # initial weights and batches (rank r draws with seed + r)
 
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "log_every", "image_every", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be an integer >= 1" + (": a model trained for 0 steps is untrained" if name == "steps" else ""))
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps={self.warmup_steps} must be >= 0")
+        if not self.lr > 0 or not 0 <= self.min_lr_ratio <= 1 or not self.grad_clip > 0 or not 0 <= self.ema_decay < 1 or self.weight_decay < 0:
+            raise ValueError(f"lr={self.lr} and grad_clip={self.grad_clip} must be > 0, min_lr_ratio={self.min_lr_ratio} in [0, 1], "
+                             f"ema_decay={self.ema_decay} in [0, 1), weight_decay={self.weight_decay} >= 0")
+
 
 def lr_factor(step: int, config: OptimConfig) -> float:
     if step < config.warmup_steps:
@@ -67,12 +78,13 @@ class TrainingLoop:
         self.generator = torch.Generator().manual_seed(config.seed + context.rank)
         torch.manual_seed(config.seed + context.rank)
         self.step = 0
+        self.resumed_config: dict = {}  # the run configuration saved in the checkpoint resumed from
         self.checkpoint_path = self.out / f"{name}.pt"
         if self.checkpoint_path.exists():
             self._resume()
 
     def _resume(self) -> None:
-        state, _ = load_checkpoint(self.checkpoint_path, self.device)
+        state, self.resumed_config = load_checkpoint(self.checkpoint_path, self.device)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -6,12 +6,16 @@ checkpoint. The result is ``out/world_model.safetensors`` (see ``WorldModel.save
 
 from __future__ import annotations
 
+import json
+import shutil
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from imaginegym.data.atomic import write_json_atomic
 from imaginegym.data.store import EpisodeDataset
 from imaginegym.data.spaces import space_to_json
 from imaginegym.models.dynamics import DynamicsConfig
@@ -20,12 +24,14 @@ from imaginegym.models.tokenizer import TokenizerConfig, make_tokenizer
 from imaginegym.training.checkpoint import load_checkpoint
 from imaginegym.training.distributed import init_distributed, training_device
 from imaginegym.training.dynamics_trainer import BatchLengths, train_dynamics
-from imaginegym.training.latents import encode_dataset
+from imaginegym.training.latents import encode_dataset, latents_key, read_latents_key
 from imaginegym.training.loop import OptimConfig
 from imaginegym.training.tokenizer_trainer import train_tokenizer
 from imaginegym.world_model import EnvSpec, WorldModel
 
 START_CONTEXTS = 16
+RUN_FILE = "run.json"  # the dataset a run directory trains on
+RUN_OUTPUTS = ("tokenizer.pt", "latents.safetensors", "dynamics.pt", "world_model.safetensors", "tensorboard", "eval", RUN_FILE)
 
 
 def dynamics_config_for(dataset: EpisodeDataset, tokenizer: TokenizerConfig, dynamics: DynamicsConfig) -> DynamicsConfig:
@@ -67,8 +73,104 @@ def start_contexts(dataset: EpisodeDataset, frames: int, count: int = START_CONT
     return torch.from_numpy(frames_out), torch.from_numpy(actions_out)
 
 
+def check_run(dataset: EpisodeDataset, tokenizer: TokenizerConfig, dynamics: DynamicsConfig, lengths: BatchLengths) -> DynamicsConfig:
+    """Every setting checked against the data before any stage trains; returns the full dynamics config.
+
+    Raises:
+        ValueError: a setting does not fit the dataset (frame size, episode lengths, action space), naming the fix.
+    """
+    size = dataset.observation_space.shape[0]
+    if tokenizer.kind in ("cnn", "transformer") and size != tokenizer.image_size:
+        raise ValueError(f"dataset {dataset.root} has {size}x{size} frames but the tokenizer's image_size is {tokenizer.image_size}: set it to {size}")
+    frames = int(dataset.lengths.max()) + 1
+    if dynamics.context_length > frames:
+        raise ValueError(f"the dynamics' context_length={dynamics.context_length} frames exceeds the longest episode of {dataset.root} "
+                         f"({frames} frames): lower context_length or collect longer episodes")
+    if lengths.rollout_every and dynamics.context_length + lengths.rollout_length + 1 > frames:
+        raise ValueError(f"rollout_length={lengths.rollout_length}: context_length + rollout_length = {dynamics.context_length + lengths.rollout_length} "
+                         f"frames exceed every episode ({frames} frames); lower rollout_length")
+    return dynamics_config_for(dataset, tokenizer, dynamics)
+
+
+def dataset_identity(dataset: EpisodeDataset) -> dict:
+    """Where a dataset lives and what it holds (env, task, spaces, size, action repeat): what a run directory trains on."""
+    return {"path": str(dataset.root.resolve()), **dataset.meta.to_json()}
+
+
+def _describe(identity: dict) -> str:
+    return f"{identity['path']} ({identity.get('task') or identity.get('env_id', '?')}, {identity.get('size', '?')} px)"
+
+
+def claim_run_dir(out: Path, dataset: EpisodeDataset, restart: bool = False) -> None:
+    """Record in ``out/run.json`` the dataset a run trains on; refuse a directory holding a run on another dataset.
+
+    A run continues (more steps, a grown dataset) only on its own dataset: on another one, its checkpoints would
+    resume, and the exported model would carry the new task's name with weights trained on the old data.
+
+    Args:
+        restart: start over: delete the other run's checkpoints, latents, logs and model in ``out`` first.
+
+    Raises:
+        ValueError: ``out`` holds a run on another dataset and ``restart`` is False.
+    """
+    identity = dataset_identity(dataset)
+    recorded = None
+    if (out / RUN_FILE).is_file():
+        recorded = json.loads((out / RUN_FILE).read_text())["dataset"]
+    elif (out / "tokenizer.pt").is_file():  # a run from before run.json: its tokenizer names its dataset
+        recorded = {"path": str(Path(load_checkpoint(out / "tokenizer.pt")[1]["data"]).resolve())}
+    if recorded is not None and any(recorded[key] != identity[key] for key in recorded):
+        if not restart:
+            raise ValueError(
+                f"{out} holds a run on the dataset {_describe(recorded)}, not on {_describe(identity)}: choose another output "
+                f"directory, train on the run's own dataset, or start over in {out} (restart=True, --restart), which deletes that run"
+            )
+        for name in RUN_OUTPUTS:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / RUN_FILE, {"dataset": identity})
+
+
+def ensure_latents(out: Path, data: str | Path, tokenizer: TokenizerConfig, device: torch.device) -> Path:
+    """``out/latents.safetensors``, encoded again when the dataset's episodes or the tokenizer's weights changed since."""
+    path = out / "latents.safetensors"
+    module = load_weights(out / "tokenizer.pt", make_tokenizer(tokenizer))
+    dataset = EpisodeDataset(data)
+    key = latents_key(dataset, module)
+    if path.exists():
+        old = read_latents_key(path)
+        if old == key:
+            return path
+        changed = [part for part in ("dataset", "tokenizer") if (old or {}).get(part) != key[part]]
+        print(f"{path}: the {' and the '.join(changed)} changed since it was encoded; encoding again")
+    return encode_dataset(module.to(device), dataset, path, device, key)
+
+
+def check_dynamics_latents(out: Path, latents: Path) -> None:
+    """Refuse to export dynamics trained in another tokenizer's latent space; warn when they missed new episodes."""
+    trained_on = load_checkpoint(out / "dynamics.pt")[1].get("latents")
+    if trained_on is None:  # a run from before latents were keyed
+        return
+    current = read_latents_key(latents)
+    if trained_on["tokenizer"] != current["tokenizer"]:
+        raise ValueError(
+            f"{out / 'dynamics.pt'} was trained on the latents of an earlier tokenizer, which has trained on since: its predictions "
+            "would not match the exported tokenizer. Raise the dynamics steps to train it on the new latents, or start over (--restart)"
+        )
+    if trained_on["dataset"] != current["dataset"]:
+        warnings.warn(
+            f"{out / 'dynamics.pt'} finished its steps before the dataset grew: it has not trained on the new episodes. "
+            "Raise the dynamics steps to train on them.", stacklevel=2,
+        )
+
+
 def export_world_model(out: Path, data: str | Path, tokenizer: TokenizerConfig, dynamics: DynamicsConfig) -> Path:
     dataset = EpisodeDataset(data)
+    check_dynamics_latents(out, out / "latents.safetensors")
     model = WorldModel(tokenizer, dynamics, EnvSpec(
         env_id=dataset.env_id, task=dataset.task,
         observation_space=space_to_json(dataset.observation_space), action_space=space_to_json(dataset.action_space),
@@ -83,19 +185,32 @@ def export_world_model(out: Path, data: str | Path, tokenizer: TokenizerConfig, 
 
 def train_world_model(data: str, out: str, tokenizer: TokenizerConfig, tokenizer_optim: OptimConfig | None, dynamics: DynamicsConfig,
                       dynamics_optim: OptimConfig, shortcut: ShortcutConfig = ShortcutConfig(), lengths: BatchLengths = BatchLengths(),
-                      device: str = "auto", require_lpips: bool = False) -> Path:
-    """Tokenizer (skipped when ``tokenizer_optim`` is None: OUT has one), latents, dynamics, export."""
+                      device: str = "auto", require_lpips: bool = False, restart: bool = False) -> Path:
+    """Tokenizer (skipped when ``tokenizer_optim`` is None: OUT has one), latents, dynamics, export.
+
+    Every setting is checked against the dataset first (`check_run`), and OUT must hold no run on another
+    dataset (`claim_run_dir`; ``restart`` deletes such a run). Rerun on a grown dataset, the stages continue:
+    latents are encoded again whenever the dataset or the tokenizer changed.
+    """
     out_dir = Path(out)
-    if tokenizer_optim is not None:
-        train_tokenizer(data, out, tokenizer, tokenizer_optim, device, require_lpips=require_lpips)
     dev = training_device(device)
+    dataset = EpisodeDataset(data)
+    dynamics = check_run(dataset, tokenizer, dynamics, lengths)
+    if tokenizer_optim is None and not (out_dir / "tokenizer.pt").is_file():
+        raise FileNotFoundError(f"{out_dir / 'tokenizer.pt'} does not exist: train the tokenizer first (`imaginegym train tokenizer --out {out}`)"
+                                " or train both (`imaginegym train world-model`)")
     context = init_distributed(dev)
-    latents = out_dir / "latents.safetensors"
-    if context.is_main and not latents.exists():
-        encode_dataset(load_weights(out_dir / "tokenizer.pt", make_tokenizer(tokenizer)).to(dev), data, latents, dev)
+    if context.is_main:
+        claim_run_dir(out_dir, dataset, restart)
     if context.enabled:
         torch.distributed.barrier()
-    dynamics = dynamics_config_for(EpisodeDataset(data), tokenizer, dynamics)
+    if tokenizer_optim is not None:
+        train_tokenizer(data, out, tokenizer, tokenizer_optim, device, require_lpips=require_lpips)
+    latents = out_dir / "latents.safetensors"
+    if context.is_main:
+        ensure_latents(out_dir, data, tokenizer, dev)
+    if context.enabled:
+        torch.distributed.barrier()
     train_dynamics(latents, out, dynamics, dynamics_optim, shortcut, lengths, device)
     if context.is_main:
         return export_world_model(out_dir, data, tokenizer, dynamics)
