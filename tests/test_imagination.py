@@ -17,7 +17,7 @@ import imaginegym
 from imaginegym.data import DatasetMeta, Episode, write_episode
 from imaginegym.imagination import ImaginationEnv, LatentObservation
 
-from conftest import TINY_SIZE
+from conftest import TINY_SIZE, assert_close_obs
 
 
 def set_continue(wm, logit: float) -> None:
@@ -271,3 +271,59 @@ def test_errors_name_the_value_and_the_fix(tiny_world_model):
     wm.start_frames = torch.zeros(0, dtype=torch.uint8)
     with pytest.raises(ValueError, match="bundles 0 start contexts.*options=\\{'dataset': path\\}"):
         env.reset(seed=0)
+
+
+def test_actions_that_are_not_numbers_and_fractional_env_counts_are_refused(tiny_world_model):
+    env = ImaginationEnv(tiny_world_model)
+    env.reset(seed=0)
+    for action in ("left", None, ["a"]):
+        with pytest.raises(ValueError, match=r"are not numbers: the world model expects floats of shape \(1,\)"):
+            env.step(action)
+    for num_envs in (2.5, 0, -1, True, "2"):
+        with pytest.raises(ValueError, match=f"num_envs={num_envs!r}: use an integer >= 1"):
+            imaginegym.make_vec("imaginegym/Imagined-v0", num_envs=num_envs, world_model=tiny_world_model)
+    assert imaginegym.make_vec("imaginegym/Imagined-v0", num_envs=np.int64(2), world_model=tiny_world_model).num_envs == 2
+
+
+def test_a_batch_larger_than_memory_is_refused_before_allocating(tiny_world_model, monkeypatch):
+    from imaginegym import imagination
+
+    per_env = imagination.memory_per_env(tiny_world_model, "pixels")
+    assert per_env > imagination.memory_per_env(tiny_world_model, "latent") > 0
+    monkeypatch.setattr(imagination, "available_memory", lambda device: 2**30)
+    with pytest.raises(ValueError, match=r"num_envs=100000 needs about .* GiB on cpu .* KiB per env.* use at most [\d,]+ envs"):
+        imaginegym.make_vec("imaginegym/Imagined-v0", num_envs=100_000, world_model=tiny_world_model)
+    vec = imaginegym.make_vec("imaginegym/Imagined-v0", num_envs=4, world_model=tiny_world_model)  # small batches still fit
+    assert vec.reset(seed=0)[0].shape == (4, TINY_SIZE, TINY_SIZE, 3)
+
+
+def test_batches_beyond_one_tokenizer_chunk_equal_single_envs(tiny_world_model, monkeypatch):
+    from imaginegym import imagination
+
+    monkeypatch.setattr(imagination, "CHUNK", 7)  # 1 env per reset chunk (context 5), 7 frames per decode chunk
+    vec = imaginegym.make_vec("imaginegym/Imagined-v0", num_envs=9, world_model=tiny_world_model)
+    obs, _ = vec.reset(seed=3)
+    stepped = vec.step(np.zeros((9, 1), np.float32))[0]
+    for i in (0, 8):
+        single = ImaginationEnv(tiny_world_model)
+        assert_close_obs(obs[i], single.reset(seed=3 + i)[0], "pixels")
+        assert_close_obs(stepped[i], single.step(np.zeros(1, np.float32))[0], "pixels")
+
+
+def test_latent_observation_refuses_an_env_of_another_task_or_action_repeat(tiny_world_model):
+    class Frames(gym.Env):
+        observation_space = tiny_world_model.observation_space
+        action_space = tiny_world_model.action_space
+
+        def __init__(self, task="cartpole-swingup", action_repeat=2, size=TINY_SIZE):
+            self.task, self.action_repeat, self.size = task, action_repeat, size
+
+    LatentObservation(Frames(), tiny_world_model)  # the model's own settings
+    with pytest.raises(ValueError, match="task: 'reacher-easy' vs 'cartpole-swingup'.*env_kwargs"):
+        LatentObservation(Frames(task="reacher-easy"), tiny_world_model)
+    with pytest.raises(ValueError, match="action_repeat: 4 vs 2"):
+        LatentObservation(Frames(action_repeat=4), tiny_world_model)
+    other_actions = Frames()
+    other_actions.action_space = spaces.Box(-1, 1, (2,), np.float32)
+    with pytest.raises(ValueError, match="acts in Box.*trained on Box"):
+        LatentObservation(other_actions, tiny_world_model)

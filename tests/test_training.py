@@ -2,17 +2,22 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from imaginegym.cli import main
+from imaginegym.data import EpisodeDataset
 from imaginegym.models.tokenizer import TokenizerConfig
 from imaginegym.training import tokenizer_trainer
 from imaginegym.training.checkpoint import load_checkpoint, save_checkpoint
 from imaginegym.training.loop import OptimConfig
+from imaginegym.training.pipeline import load_tokenizer
 from imaginegym.world_model import WorldModel
 
 TINY_FLAGS = [
@@ -197,3 +202,76 @@ def test_flag_help_comes_from_the_config_field_comments(capsys):
     assert "--tokenizer-kind KIND cnn | transformer | mlp | embedding (default: cnn)" in help_text
     assert "--tokenizer-background BACKGROUND cnn: \"learned\" adds a trained image under the decoder's output;" in help_text  # comment above
     assert help_text.count("(default: 32) (default: 32)") == 0
+
+
+def test_bad_settings_fail_before_any_training_with_a_one_line_error(tiny_dataset, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    base = ["train", "world-model", "--data", tiny_dataset, "--out", out, *TINY_FLAGS]
+    cases = [
+        (["--dynamics-heads", "3"], "width=32 with heads=3"),
+        (["--tokenizer-steps", "0"], "steps=0 must be an integer >= 1: a model trained for 0 steps is untrained"),
+        (["--dynamics-steps", "-5"], "steps=-5 must be an integer >= 1"),
+        (["--dynamics-context-length", "99"], "context_length=99 frames exceeds the longest episode"),
+        (["--tokenizer-image-size", "32", "--tokenizer-channels", "8", "8", "8"], "16x16 frames but the tokenizer's image_size is 32"),
+        (["--device", "cuda:9"] if not torch.cuda.is_available() else ["--device", "tpu"], "device="),
+    ]
+    for flags, message in cases:
+        assert message in cli_error(capsys, [*base, *flags]), flags
+        assert not (tmp_path / "run" / "tokenizer.pt").exists()
+    missing = str(tmp_path / "missing")
+    assert "no dataset at" in cli_error(capsys, ["train", "world-model", "--data", missing, "--out", out, *TINY_FLAGS])
+    assert "no dataset at" in cli_error(capsys, ["train", "dynamics", "--data", missing, "--out", out, *TINY_FLAGS[TINY_FLAGS.index("--dynamics-width"):]])
+    assert "tokenizer.pt does not exist" in cli_error(capsys, ["train", "dynamics", "--data", tiny_dataset, "--out", out,
+                                                               *TINY_FLAGS[TINY_FLAGS.index("--dynamics-width"):]])
+
+
+def test_eval_refuses_zero_counts_and_names_a_missing_dataset(tiny_world_model_path, tiny_dataset, tmp_path, capsys):
+    for flag in ("--horizons", "--context", "--per-episode", "--denoise-steps"):
+        for value in ("0", "-1"):
+            capsys.readouterr()
+            with pytest.raises(SystemExit):
+                main(["eval", "world-model", tiny_world_model_path, "--data", tiny_dataset, flag, value])
+            assert f"expected an integer >= 1, got '{value}'" in capsys.readouterr().err
+    assert "no dataset at" in cli_error(capsys, ["eval", "world-model", tiny_world_model_path, "--data", str(tmp_path / "nope"),
+                                                 "--train-data", tiny_dataset, "--device", "cpu"])
+
+
+def test_a_run_directory_refuses_another_dataset_unless_restarted(tiny_dataset, tmp_path, capsys):
+    from conftest import write_tiny_dataset
+
+    run = tmp_path / "run"
+    flags = ["--tokenizer-steps", "2", "--dynamics-steps", "2", *TINY_FLAGS]
+    assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(run), *flags]) == 0
+    before = (run / "world_model.safetensors").read_bytes()
+    other = write_tiny_dataset(tmp_path / "other-data", episodes=2, seed=5)
+    error = cli_error(capsys, ["train", "world-model", "--data", other, "--out", str(run), *flags])
+    assert f"holds a run on the dataset {tiny_dataset}" in error and f"not on {other}" in error and "--restart" in error
+    assert (run / "world_model.safetensors").read_bytes() == before  # the old model is not overwritten
+    assert main(["train", "world-model", "--data", other, "--out", str(run), "--restart", *flags]) == 0
+    assert json.loads((run / "run.json").read_text())["dataset"]["path"] == str(Path(other).resolve())
+    assert load_checkpoint(run / "tokenizer.pt")[1]["data"] == other
+
+
+def test_latents_follow_a_grown_dataset_and_a_tokenizer_that_trained_on(tiny_dataset, tmp_path, capsys):
+    from conftest import write_tiny_dataset
+    from imaginegym.training.latents import LatentEpisodes
+
+    run = tmp_path / "run"
+    assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(run), "--tokenizer-steps", "2", "--dynamics-steps", "2", *TINY_FLAGS]) == 0
+    first = LatentEpisodes(run / "latents.safetensors")
+    assert len(first) == 3
+    grown = write_tiny_dataset(tmp_path / "grown", episodes=5)  # the same 3 episodes, then 2 more
+    for name in ("episode_000003.h5", "episode_000004.h5"):
+        shutil.copy(Path(grown) / name, Path(tiny_dataset) / name)
+    # More tokenizer steps but no more dynamics steps: the dynamics would sit in the old tokenizer's latent space.
+    error = cli_error(capsys, ["train", "world-model", "--data", tiny_dataset, "--out", str(run), "--tokenizer-steps", "4",
+                               "--dynamics-steps", "2", *TINY_FLAGS])
+    assert "dynamics.pt was trained on the latents of an earlier tokenizer" in error
+    latents = LatentEpisodes(run / "latents.safetensors")
+    assert len(latents) == 5 and latents.key != first.key  # encoded again: 5 episodes, by the new tokenizer
+    tokenizer = load_tokenizer(run / "tokenizer.pt").eval()
+    with torch.no_grad():
+        expected = tokenizer.encode(torch.from_numpy(EpisodeDataset(tiny_dataset).read(4, "frames"))).half().float().numpy()
+    np.testing.assert_array_equal(latents.read(4, "latents"), expected)  # the current tokenizer's latents
+    assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(run), "--tokenizer-steps", "4", "--dynamics-steps", "4", *TINY_FLAGS]) == 0
+    assert load_checkpoint(run / "dynamics.pt")[1]["latents"] == latents.key  # trained on the new latents, then exported

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import imaginegym
 from conftest import make_tiny_world_model
 from imaginegym.world_model import WorldModel
 
@@ -102,3 +103,25 @@ def test_bad_frames_and_actions_get_clear_errors(tiny_world_model):
         wm.check_actions(np.array([[np.nan], [0.0]], np.float32), (2,))
     clipped = wm.check_actions(np.array([[5.0], [-5.0]], np.float32), (2,))
     assert clipped.flatten().tolist() == [1.0, -1.0]
+
+
+def test_a_local_directory_without_a_model_does_not_stand_in_for_a_bundled_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cartpole-swingup").mkdir()  # e.g. an unfinished run named like the bundled model
+    with pytest.raises(FileNotFoundError, match=r"'cartpole-swingup' is a directory without world_model.safetensors.*the bundled model 'cartpole-swingup' is at .*pretrained"):
+        WorldModel.load("cartpole-swingup")
+    (tmp_path / "cartpole-swingup").rmdir()
+    assert WorldModel.load("cartpole-swingup").env_spec.task == "cartpole-swingup"  # no directory: the bundled model
+
+
+@pytest.mark.parametrize("device, message", [
+    ("cuda", "sees no CUDA device.*use device='cpu'"), ("cuda:7", "sees no CUDA device|has 1 CUDA device"),
+    ("gpu", "device='gpu' is not a device: use 'auto', 'cpu', 'cuda'"), ("meta", "runs on 'cpu', 'cuda' or 'mps'"),
+])
+def test_devices_this_machine_lacks_get_a_clear_error(tiny_world_model_path, device, message):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match=message):
+        WorldModel.load(tiny_world_model_path, device=device)
+    with pytest.raises(ValueError, match=message):
+        imaginegym.make_vec("imaginegym/Imagined-v0", num_envs=2, world_model=tiny_world_model_path, device=device)
