@@ -2,6 +2,7 @@
 
 `import imaginegym.envs` stays light; `DMCEnv` and `TASKS` load MuJoCo and dm_control
 on first use (after `use_egl_if_headless`, which `imaginegym.envs.dmc` calls first).
+Processes that render start with `worker_context()` (spawn): see `imaginegym.envs.headless`.
 """
 
 from .headless import use_egl_if_headless, worker_context

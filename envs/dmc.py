@@ -6,16 +6,24 @@ The task runs through Shimmy's `DmControlCompatibilityV0`; frames come from one
 `mujoco.Renderer` per env with shadows, reflections, the skybox and multisampling off
 and an offscreen buffer the size of the frame (MuJoCo's defaults render 4x multisampled
 shadows into a 640x480 buffer, and dm_control's `Physics.render` builds a new camera at
-every call); `benchmarks/render_speed.py` measures the difference.
+every call); `benchmarks/render_speed.py` measures the difference. The renderer opens at
+the first frame, so an env made only to read its spaces (as `AsyncVectorEnv` makes one in
+the parent) holds no GL context, and workers forked after it can still render.
+
+`gym.make_vec("imaginegym/DMC-v0", num_envs=8, task=...)` runs each env in a worker
+process started with spawn (`make_vector_env`).
 """
 
 from __future__ import annotations
 
 import atexit
 import weakref
+from functools import partial
 from typing import Any
 
-from .headless import use_egl_if_headless
+from imaginegym.resources import check_fits
+
+from .headless import check_fork_safe_gl, use_egl_if_headless
 
 use_egl_if_headless()  # before mujoco, dm_control and shimmy read MUJOCO_GL
 
@@ -46,8 +54,10 @@ def fast_renderer(model: mujoco.MjModel, size: int) -> mujoco.Renderer:
     Sets `model`'s multisampling to 0 and its offscreen buffer to size x size (both are
     read when the GL context is made, so before the renderer), then switches off
     shadows, reflections and the skybox in the renderer's scene. The model can no
-    longer render frames larger than `size` afterwards.
+    longer render frames larger than `size` afterwards. Raises RuntimeError in a child
+    forked from a process that had made a GL context (`check_fork_safe_gl`).
     """
+    check_fork_safe_gl()
     model.vis.quality.offsamples = 0
     model.vis.global_.offwidth = size
     model.vis.global_.offheight = size
@@ -75,7 +85,8 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
     reward.
     Episodes end at dm_control's time limit, `truncated=True` after
     ceil(time_limit / control_timestep / action_repeat) steps (cartpole: 1000 / 2 =
-    500), or with `terminated=True` when dm_control ends one with discount 0.
+    500), or with `terminated=True` when dm_control ends one with discount 0. A `step`
+    before the first `reset` or after the episode ended raises `gymnasium.error.ResetNeeded`.
 
     Args:
         task: a dm_control suite task as "domain-task", one of `TASKS`.
@@ -126,8 +137,10 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
                 f"camera_id={camera_id}: {task} has cameras -1 (MuJoCo's free camera) "
                 f"to {ncam - 1}"
             )
-        self._renderer = fast_renderer(self._physics.model.ptr, size)
+        self._renderer: mujoco.Renderer | None = None  # opened by the first frame (see the module docstring)
         self._frame = np.zeros((size, size, 3), np.uint8)
+        # Why `step` would need a reset first; dm_env would otherwise start a new episode silently.
+        self._needs_reset: str | None = "before the first reset()"
 
         spec = self._dmc.action_spec()
         # Unbounded dimensions (lqr) pass through unscaled.
@@ -147,20 +160,26 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode; the same seed gives the same initial state and frames."""
+        self._check_open("reset()")
         super().reset(seed=seed)
         state, _ = self._dmc.reset(seed=seed)
+        self._needs_reset = None
         return self._observe(), self._info(state)
 
     def step(
         self, action: np.ndarray
     ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply `action` (float (A,) in [-1, 1]) for `action_repeat` dm_control steps."""
+        self._check_open("step()")
+        if self._needs_reset is not None:
+            raise gym.error.ResetNeeded(f"{self.task}: step() called {self._needs_reset}; call reset() first")
         control = self.dmc_action(action)
         reward, terminated, truncated = 0.0, False, False
         for _ in range(self.action_repeat):
             state, r, terminated, truncated, _ = self._dmc.step(control)
             reward += float(r)
             if terminated or truncated:
+                self._needs_reset = f"after the episode was {'terminated' if terminated else 'truncated'}"
                 break
         return self._observe(), reward, terminated, truncated, self._info(state)
 
@@ -171,13 +190,17 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
         quadruped joints; most suite tasks already use [-1, 1]); lqr's unbounded
         actions pass through unscaled.
         """
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != self.action_space.shape or not np.all(np.isfinite(action)):
+        try:
+            array = np.asarray(action)
+            valid = array.dtype.kind in "iuf" and array.shape == self.action_space.shape and bool(np.all(np.isfinite(array)))
+        except ValueError:  # a ragged nested list
+            valid = False
+        if not valid:
             raise ValueError(
                 f"action {action!r} for {self.task}: expected finite floats of shape "
                 f"{self.action_space.shape} in [-1, 1]"
             )
-        return self._action_center + np.clip(action, -1.0, 1.0) * self._action_scale
+        return self._action_center + np.clip(array.astype(np.float64), -1.0, 1.0) * self._action_scale
 
     def render(self) -> np.ndarray | None:
         """The current frame, `uint8 (size, size, 3)` (a copy), or None if render_mode is None."""
@@ -185,12 +208,21 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def close(self) -> None:
         """Free the GL context and the simulation; the env cannot be used afterwards."""
+        if self._dmc is None:
+            return
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
-            self._dmc.close()
+        self._dmc.close()
+        self._dmc = None
+
+    def _check_open(self, call: str) -> None:
+        if self._dmc is None:
+            raise gym.error.ClosedEnvironmentError(f"{call} on a closed {self.task} env: make a new one")
 
     def _observe(self) -> np.ndarray:
+        if self._renderer is None:
+            self._renderer = fast_renderer(self._physics.model.ptr, self.size)
         self._renderer.update_scene(self._physics.data.ptr, camera=self.camera_id)
         self._frame = self._renderer.render()
         return self._frame.copy()
@@ -199,3 +231,29 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
         if not self.include_state:
             return {}
         return {"state": np.concatenate([np.ravel(v).astype(np.float64) for v in state.values()])}
+
+
+ENV_BYTES = 75 * 2**20  # measured per cartpole env (64x64 frames) in one process
+WORKER_BYTES = 370 * 2**20  # measured per spawned worker process (Python, MuJoCo, dm_control, one env)
+
+
+def check_num_envs(num_envs: Any, per_env: int, what: str) -> int:
+    """``num_envs`` as an int, if it is one >= 1 and that many envs fit in memory, else a ValueError saying why."""
+    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        raise ValueError(f"num_envs={num_envs!r}: use an integer >= 1")
+    check_fits(int(num_envs), per_env, what=what)
+    return int(num_envs)
+
+
+def make_vector_env(num_envs: int = 1, **kwargs: Any) -> gym.vector.AsyncVectorEnv:
+    """`num_envs` envs `gym.make("imaginegym/DMC-v0", **kwargs)`, each stepped in its own worker process.
+
+    The vector entry point of imaginegym/DMC-v0, used by `gym.make_vec` without a
+    `vectorization_mode`. Workers start with spawn (`worker_context`), which is safe
+    whatever GL state this process holds, but re-imports the main script in each worker:
+    a script needs the usual `if __name__ == "__main__":` guard.
+    """
+    num_envs = check_num_envs(num_envs, WORKER_BYTES, "its worker process")
+    # The spec, not the id: a spawned worker has not imported imaginegym, which registers the id.
+    make_env = partial(gym.make, gym.spec("imaginegym/DMC-v0"), **kwargs)
+    return gym.vector.AsyncVectorEnv([make_env] * num_envs, context="spawn")

@@ -1,6 +1,7 @@
 """imaginegym: a trained world model as a Gymnasium environment.
 
-Importing the package registers every environment id (real and imagined); torch and the
+Importing the package registers every environment id (real and imagined) and, without a
+display, sets `MUJOCO_GL=egl` (`imaginegym.envs.use_egl_if_headless`); torch and the
 world-model code load only when an imagined environment or a `WorldModel` is used.
 
     import gymnasium as gym
@@ -15,9 +16,17 @@ from typing import Any
 
 from gymnasium.envs.registration import register, registry
 
+from imaginegym.envs.headless import use_egl_if_headless
+
 __version__ = "0.1.0"
 
 __all__ = ["WorldModel", "LatentObservation", "make_vec", "__version__"]
+
+
+# Here, not only where the real env is made: so that shimmy and dm_control imported next render headless
+# too, and Triton's LLVM is loaded before Mesa's (or, when the user imported those first, blocked before a
+# torch optimizer imports it and crashes the process).
+use_egl_if_headless()
 
 
 def _register(id: str, **kwargs: Any) -> None:
@@ -27,7 +36,7 @@ def _register(id: str, **kwargs: Any) -> None:
 
 # DMC time limits are enforced inside the env (dm_control's own limit, divided by the
 # action repeat), so no TimeLimit wrapper is registered here.
-_register("imaginegym/DMC-v0", entry_point="imaginegym.envs.dmc:DMCEnv")
+_register("imaginegym/DMC-v0", entry_point="imaginegym.envs.dmc:DMCEnv", vector_entry_point="imaginegym.envs.dmc:make_vector_env")
 _register(
     "imaginegym/Imagined-v0",
     entry_point="imaginegym.imagination:ImaginationEnv",
@@ -39,7 +48,8 @@ def make_vec(id: str, num_envs: int = 1, **kwargs: Any):
     """Make a vector env; for imagined envs every denoising pass runs all envs at once.
 
     For `imaginegym/Imagined-v0` this returns a natively batched
-    `ImaginationVectorEnv`; other ids go through `gymnasium.make_vec`.
+    `ImaginationVectorEnv`; other ids go through `gymnasium.make_vec` (for
+    `imaginegym/DMC-v0`, an `AsyncVectorEnv` of spawned workers).
     """
     import gymnasium as gym
 
@@ -47,6 +57,12 @@ def make_vec(id: str, num_envs: int = 1, **kwargs: Any):
         from imaginegym.imagination import ImaginationVectorEnv
 
         return ImaginationVectorEnv(num_envs=num_envs, **kwargs)
+    mode = kwargs.get("vectorization_mode")
+    if id == "imaginegym/DMC-v0" and mode is not None:  # without a mode, the vector entry point checks its workers itself
+        from imaginegym.envs.dmc import ENV_BYTES, WORKER_BYTES, check_num_envs
+
+        in_process = gym.VectorizeMode(mode) == gym.VectorizeMode.SYNC
+        check_num_envs(num_envs, ENV_BYTES if in_process else WORKER_BYTES, "its simulation and renderer" if in_process else "its worker process")
     return gym.make_vec(id, num_envs=num_envs, **kwargs)
 
 

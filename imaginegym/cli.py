@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from imaginegym.data.format import DatasetError
+from imaginegym.data.format import DatasetError, WorkerDiedError
 
 
 from imaginegym.training.flags import positive_int
@@ -158,8 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = " ".join(part for part in (parser.prog, args.command, getattr(args, "stage", None) or getattr(args, "what", None)) if part)
         print(f"{command}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    except OSError as err:  # a full disk, a vanished mount: say what failed, without a traceback
-        if os.environ.get("IMAGINEGYM_TRACEBACK") or err.errno is None:
+    except (OSError, WorkerDiedError) as err:  # a full disk, a killed worker: say what failed, without a traceback
+        if os.environ.get("IMAGINEGYM_TRACEBACK") or (isinstance(err, OSError) and err.errno is None):
             raise
         print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
         raise SystemExit(1) from None

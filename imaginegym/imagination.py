@@ -34,6 +34,7 @@ from gymnasium.vector.utils import batch_space
 from imaginegym.data.store import EpisodeDataset
 from imaginegym.models import noise
 from imaginegym.models.dynamics import KVCache
+from imaginegym.resources import check_fits
 from imaginegym.world_model import WorldModel, resolve_device
 
 OBS_MODES = ("pixels", "latent")
@@ -85,32 +86,12 @@ def memory_per_env(world_model: WorldModel, obs_mode: str) -> int:
     return cache + 6 * observation + latents + activations  # observations: the buffer, reset and step outputs, returned copies
 
 
-def available_memory(device: torch.device) -> int:
-    """Bytes free for new tensors on ``device``: CUDA's free memory, or the system's MemAvailable."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
 def check_memory(world_model: WorldModel, num_envs: int, obs_mode: str) -> None:
     """Refuse a batch whose buffers would not fit in memory, before allocating any of them."""
-    per_env = memory_per_env(world_model, obs_mode)
     # The tokenizer's activations over one chunk of frames (measured: ~0.6 GB for 64x64 frames) do not grow with the batch.
     chunk = CHUNK * int(np.prod(world_model.observation_space.shape)) * 4 * 12
-    needed, free = per_env * num_envs + chunk, int(0.8 * available_memory(world_model.device))
-    if needed > free:
-        raise ValueError(
-            f"num_envs={num_envs} needs about {needed / 2**30:.1f} GiB on {world_model.device} ({per_env / 2**10:.0f} KiB per env for "
-            f"its KV cache and observation buffers, {chunk / 2**30:.1f} GiB for the tokenizer), more than the {free / 2**30:.1f} GiB this process can take (80% of what is free): "
-            f"use at most {max(1, (free - chunk) // per_env):,} envs" + (", or obs_mode='latent' (no frame buffers)" if obs_mode == "pixels" else "")
-        )
+    check_fits(num_envs, memory_per_env(world_model, obs_mode), chunk, device=world_model.device,
+               what="its KV cache and observation buffers", hint=", or obs_mode='latent' (no frame buffers)" if obs_mode == "pixels" else "")
 
 
 def check_max_episode_steps(steps: int | None) -> int | None:

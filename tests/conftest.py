@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
+import subprocess
+
 from imaginegym.envs.headless import use_egl_if_headless
 
 use_egl_if_headless()  # before any test module imports mujoco, so plain `pytest` renders headless too
@@ -96,3 +100,33 @@ def assert_close_obs(a: np.ndarray, b: np.ndarray, obs_mode: str) -> None:
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
     else:
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+FILE_SIZE_LIMIT = 48 << 10  # bytes; episodes 0-2 of test_data_faults' NoisePixel fit, episode 3 does not
+
+
+def limit_file_size() -> None:
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so write() fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """(directory, preexec_fn): a process started with preexec_fn runs out of room there.
+
+    A 256 KiB tmpfs (needs root), else a file size limit (RLIMIT_FSIZE): the disk is then
+    not full, but writes fail alike, with EFBIG instead of ENOSPC.
+    """
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)]
+    if shutil.which("mount") and subprocess.run(mount, capture_output=True, timeout=30).returncode == 0:
+        try:
+            yield disk, None
+        finally:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
+        return
+    pytest.importorskip("resource", reason="neither a tmpfs mount nor RLIMIT_FSIZE available")
+    yield disk, limit_file_size

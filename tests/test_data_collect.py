@@ -153,6 +153,14 @@ def test_cli_collects_and_reports(tmp_path, capsys):
     assert [s.seed for s in EpisodeDataset(tmp_path / "d").shards] == [5, 6, 7]
 
 
+def exit_code(argv: list[str]) -> int:
+    """`main`'s exit status, whether it returns it or argparse exits with it."""
+    try:
+        return main(argv)
+    except SystemExit as exit_info:
+        return exit_info.code
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -166,9 +174,7 @@ def test_cli_collects_and_reports(tmp_path, capsys):
 def test_cli_errors_exit_2_with_the_fix(tmp_path, capsys, args, message):
     (tmp_path / "notes.txt").write_text("keep me")
     collect(tmp_path / "d", fake_config(), 1, progress=False)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["collect", "--episodes", "2", *[a.format(tmp=tmp_path) for a in args]])
-    assert exit_info.value.code == 2
+    assert exit_code(["collect", "--episodes", "2", *[a.format(tmp=tmp_path) for a in args]]) == 2
     err = capsys.readouterr().err
     assert "imaginegym collect: error:" in err
     assert message in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -138,6 +139,50 @@ def test_actions_rescale_to_task_bounds():
     env.close()
 
 
+@pytest.mark.parametrize("action", ["left", None, [[0.5]], [0.5, 0.5], [np.nan]])
+def test_bad_actions_name_the_value_and_the_expected_shape(action):
+    env = DMCEnv(size=16)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=rf"action {re.escape(repr(action))} for cartpole-swingup: expected finite floats of shape \(1,\) in \[-1, 1\]"):
+        env.step(action)
+    env.step([0.5])  # the env is still usable
+    env.close()
+
+
+def test_step_needs_reset_before_the_first_episode_and_after_truncation():
+    env = DMCEnv(size=16, time_limit=0.04)  # two steps of 2 x 0.01 s
+    with pytest.raises(gym.error.ResetNeeded, match="before the first reset"):
+        env.step(np.zeros(1, np.float32))
+    for _ in range(2):
+        env.reset(seed=0)
+        truncated = [env.step(np.zeros(1, np.float32))[3] for _ in range(2)]
+        assert truncated == [False, True]
+        with pytest.raises(gym.error.ResetNeeded, match="after the episode was truncated; call reset"):
+            env.step(np.zeros(1, np.float32))
+    env.close()
+
+
+def test_step_needs_reset_after_termination(monkeypatch):
+    env = DMCEnv(size=16)
+    env.reset(seed=0)
+    dmc_step = env._dmc.step
+    monkeypatch.setattr(env._dmc, "step", lambda action: (*dmc_step(action)[:2], True, False, {}))  # a task ending with discount 0
+    assert env.step(np.zeros(1, np.float32))[2]
+    with pytest.raises(gym.error.ResetNeeded, match="after the episode was terminated"):
+        env.step(np.zeros(1, np.float32))
+    env.close()
+
+
+def test_closed_env_says_so():
+    env = DMCEnv(size=16)
+    env.reset(seed=0)
+    env.close()
+    env.close()
+    for call in (lambda: env.reset(seed=0), lambda: env.step(np.zeros(1, np.float32))):
+        with pytest.raises(gym.error.ClosedEnvironmentError, match="closed cartpole-swingup env: make a new one"):
+            call()
+
+
 def test_include_state_gives_flat_float64_proprioception():
     env = DMCEnv(include_state=True)
     _, info = env.reset(seed=0)
@@ -206,3 +251,14 @@ def test_torch_optimizers_work_after_egl_rendering_in_one_process():
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("mode", [None, "sync", "async"])
+def test_more_envs_than_memory_holds_are_refused_up_front(mode):
+    import imaginegym
+
+    kwargs = {} if mode is None else {"vectorization_mode": mode}
+    with pytest.raises(ValueError, match=r"num_envs=100000 needs about .* GiB on cpu \(.* MiB per env .*use at most [\d,]+ envs"):
+        imaginegym.make_vec("imaginegym/DMC-v0", num_envs=100_000, task="cartpole-swingup", **kwargs)
+    with pytest.raises(ValueError, match=r"num_envs=2.5: use an integer >= 1"):
+        imaginegym.make_vec("imaginegym/DMC-v0", num_envs=2.5, task="cartpole-swingup", **kwargs)

@@ -286,12 +286,12 @@ def test_actions_that_are_not_numbers_and_fractional_env_counts_are_refused(tiny
 
 
 def test_a_batch_larger_than_memory_is_refused_before_allocating(tiny_world_model, monkeypatch):
-    from imaginegym import imagination
+    from imaginegym import imagination, resources
 
     per_env = imagination.memory_per_env(tiny_world_model, "pixels")
     assert per_env > imagination.memory_per_env(tiny_world_model, "latent") > 0
-    monkeypatch.setattr(imagination, "available_memory", lambda device: 2**30)
-    with pytest.raises(ValueError, match=r"num_envs=100000 needs about .* GiB on cpu .* KiB per env.* use at most [\d,]+ envs"):
+    monkeypatch.setattr(resources, "available_memory", lambda device: 2**30)
+    with pytest.raises(ValueError, match=r"num_envs=100000 needs about .* GiB on cpu .* MiB per env.* use at most [\d,]+ envs, or obs_mode='latent'"):
         imaginegym.make_vec("imaginegym/Imagined-v0", num_envs=100_000, world_model=tiny_world_model)
     vec = imaginegym.make_vec("imaginegym/Imagined-v0", num_envs=4, world_model=tiny_world_model)  # small batches still fit
     assert vec.reset(seed=0)[0].shape == (4, TINY_SIZE, TINY_SIZE, 3)

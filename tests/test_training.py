@@ -275,3 +275,21 @@ def test_latents_follow_a_grown_dataset_and_a_tokenizer_that_trained_on(tiny_dat
     np.testing.assert_array_equal(latents.read(4, "latents"), expected)  # the current tokenizer's latents
     assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(run), "--tokenizer-steps", "4", "--dynamics-steps", "4", *TINY_FLAGS]) == 0
     assert load_checkpoint(run / "dynamics.pt")[1]["latents"] == latents.key  # trained on the new latents, then exported
+
+
+def test_a_full_disk_while_saving_a_checkpoint_says_so_and_keeps_the_old_one(small_disk):
+    disk, preexec_fn = small_disk
+    code = (
+        "import sys, torch\nfrom pathlib import Path\nfrom imaginegym.training.checkpoint import load_checkpoint, save_checkpoint\n"
+        "path = Path(sys.argv[1]) / 'dynamics.pt'\n"
+        "save_checkpoint(path, {'step': 1, 'w': torch.ones(4)}, {'run': 1})\n"
+        "try:\n    save_checkpoint(path, {'step': 2, 'w': torch.ones(1 << 20)}, {'run': 1})\n"
+        "except OSError as error:\n    print(error)\n"
+        "print(load_checkpoint(path)[0]['step'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(disk)], capture_output=True, text=True, preexec_fn=preexec_fn, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    message, step = result.stdout.strip().splitlines()
+    assert f"could not write {disk / 'dynamics.pt'}: " in message and message.endswith("the previous dynamics.pt is intact")
+    assert "no space left on device" in message or "file too large" in message
+    assert step == "1"

@@ -8,12 +8,24 @@ a dot and end in `.tmp`, so dataset readers never mistake them for shards.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+# Errors that mean "out of room", with the fix to print for each.
+_NO_ROOM = {
+    errno.ENOSPC: "free some space and run again",
+    errno.EDQUOT: "free some space within your quota (or raise it) and run again",
+    errno.EFBIG: "raise the file size limit (`ulimit -f`) or write to another filesystem",
+}
+# Writers such as torch.save report a full disk as a RuntimeError without an errno; a
+# failure while less than this is free is taken to be one.
+_LOW_SPACE = 1 << 20  # bytes
 
 
 def temp_path(final: Path) -> Path:
@@ -55,6 +67,11 @@ def atomic_write(final: Path, *, overwrite: bool = True) -> Iterator[Path]:
     `final` exists, so of several concurrent writers exactly one wins; the others get
     `FileExistsError` and their temporary file is removed. On any error nothing is left
     behind and an existing `final` is untouched.
+
+    Raises:
+        OSError: (errno ENOSPC, EDQUOT or EFBIG) the disk filled up while writing, also
+            when the writer inside the `with` block reported it otherwise (torch.save
+            raises RuntimeError); the message names `final`, the free space and the fix.
     """
     tmp = temp_path(final)
     try:
@@ -65,8 +82,42 @@ def atomic_write(final: Path, *, overwrite: bool = True) -> Iterator[Path]:
         else:
             os.link(tmp, final)
         fsync_dir(final.parent)
+    except Exception as err:
+        tmp.unlink(missing_ok=True)  # first, so the free space reported is what is left
+        no_room = _no_room_error(final, err)
+        if no_room is None:
+            raise
+        raise no_room from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _no_room_error(final: Path, err: Exception) -> OSError | None:
+    """A clear OSError if `err` means the filesystem of `final` ran out of room, else None."""
+    try:
+        free = shutil.disk_usage(final.parent).free
+    except OSError:
+        return None
+    code = _errno_of(err)
+    if code is None and free < _LOW_SPACE:
+        code = errno.ENOSPC
+    if code not in _NO_ROOM:
+        return None
+    intact = f"; the previous {final.name} is intact" if final.exists() else ""
+    return OSError(
+        code,
+        f"could not write {final}: {os.strerror(code).lower()} ({free} bytes free in "
+        f"{final.parent}); {_NO_ROOM[code]}{intact}",
+    )
+
+
+def _errno_of(err: BaseException | None) -> int | None:
+    """The errno of the first OSError in `err`'s chain of causes, if any."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno is not None:
+            return err.errno
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def write_json_atomic(final: Path, data: Any, *, overwrite: bool = True) -> None:

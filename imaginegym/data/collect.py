@@ -10,10 +10,16 @@ never on the number of workers, on scheduling, or on being interrupted and resum
 
 from __future__ import annotations
 
+import numbers
 import os
 import signal
+import threading
+import time
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import gymnasium as gym
@@ -22,10 +28,10 @@ from gymnasium import spaces
 from tqdm import tqdm
 
 from imaginegym.data.atomic import is_temp
-from imaginegym.data.format import METADATA_FILE, DatasetError
-from imaginegym.data.meta import DatasetMeta, read_meta
+from imaginegym.data.format import METADATA_FILE, DatasetError, WorkerDiedError, shard_episode
+from imaginegym.data.meta import DatasetMeta, ensure_meta, read_meta
 from imaginegym.data.policies import Policy, check_policy_name, make_policy
-from imaginegym.data.shard import Episode, ShardInfo
+from imaginegym.data.shard import Episode, ShardInfo, read_shard_meta
 from imaginegym.data.store import EpisodeDataset, check_dataset_dir, load_index, write_episode
 from imaginegym.envs.headless import use_egl_if_headless, worker_context
 
@@ -58,7 +64,12 @@ class CollectConfig:
     max_episode_steps: int | None = None
 
     def __post_init__(self) -> None:
-        check_policy_name(self.policy)  # before any worker starts
+        # Before any worker starts, so a bad value fails here rather than in each worker.
+        check_policy_name(self.policy)
+        check_count("seed", self.seed, minimum=0)
+        for name in ("size", "action_repeat", "max_episode_steps"):
+            if getattr(self, name) is not None:
+                check_count(name, getattr(self, name))
 
     def make_env(self) -> gym.Env:
         """Make the env, choosing headless rendering first when there is no display."""
@@ -66,6 +77,12 @@ class CollectConfig:
         options = {"task": self.task, "size": self.size, "action_repeat": self.action_repeat}
         kwargs = {key: value for key, value in options.items() if value is not None}
         return gym.make(self.env_id, max_episode_steps=self.max_episode_steps, **kwargs)
+
+
+def check_count(name: str, value: object, minimum: int = 1) -> None:
+    """Raise ValueError unless `value` is an integer >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def env_meta(env: gym.Env, config: CollectConfig) -> DatasetMeta:
@@ -130,27 +147,46 @@ def record_episode(root: Path, env: gym.Env, config: CollectConfig, index: int) 
 
 
 _worker_env: gym.Env | None = None  # one env per worker process, reused across episodes
+_PARENT_POLL_S = 0.2
 
 
-def _init_worker(config: CollectConfig) -> None:
-    global _worker_env
+def _init_worker(parent: int) -> None:
     # Ctrl-C reaches the whole process group; only the parent acts on it, letting the
     # workers finish their episode and exit cleanly when it shuts the pool down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker_env = config.make_env()
+    # A parent killed outright (SIGKILL, OOM) cannot shut the pool down; without this the
+    # workers (about 350 MB each with DMC) would go on collecting its queued episodes.
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """Exit this worker once `parent` is gone: an orphan is re-parented, so `getppid`
+    changes (also when the parent died before this worker started)."""
+    # Not Linux's PR_SET_PDEATHSIG: that fires when the parent *thread* that started the
+    # worker ends, which need not be the parent process.
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_S)
+    os._exit(1)  # an episode in flight leaves only a temporary file behind
 
 
 def _record_in_worker(root: Path, config: CollectConfig, index: int) -> int:
-    assert _worker_env is not None, "_init_worker did not run"
+    global _worker_env
+    if _worker_env is None:
+        # Made here rather than in the pool initializer, where an error would break the
+        # pool and reach `collect` as a bare BrokenProcessPool instead of itself.
+        _worker_env = config.make_env()
     return record_episode(root, _worker_env, config, index)
 
 
 def pending_episodes(root: Path, config: CollectConfig, episodes: int, resume: bool) -> list[int]:
     """Indices in `range(episodes)` still to collect into `root`.
 
+    With `resume`, a missing `dataset.json` is written again from a shard's attributes.
+
     Raises:
         DatasetError: `root` is a file; or it is non-empty without `resume`; or, with
-            `resume`, it is not a dataset or was collected with other settings.
+            `resume`, it is not a dataset, holds a shard of another dataset, or was
+            collected with other settings.
     """
     check_dataset_dir(root)
     entries = [p.name for p in root.iterdir() if not is_temp(p.name)] if root.exists() else []
@@ -162,18 +198,24 @@ def pending_episodes(root: Path, config: CollectConfig, episodes: int, resume: b
             "continue collecting into it, or choose another --out"
         )
     if METADATA_FILE not in entries:
-        raise DatasetError(
-            f"{root} is not an imaginegym dataset (it has no {METADATA_FILE}), so there is "
-            "nothing to resume: choose another --out"
-        )
-    shards = load_index(root)
-    _check_resumable(root, config, shards)
+        shards = sorted(name for name in entries if shard_episode(name) is not None)
+        if not shards:
+            raise DatasetError(
+                f"{root} is not an imaginegym dataset (it has no {METADATA_FILE}), so there "
+                "is nothing to resume: choose another --out"
+            )
+        # dataset.json was lost or deleted (see read_meta): every shard repeats its fields.
+        ensure_meta(root, read_shard_meta(root / shards[0]))
+    meta = read_meta(root)
+    shards = load_index(root, meta)
+    _check_resumable(root, config, meta, shards)
     done = {shard.episode for shard in shards}
     return [i for i in range(episodes) if i not in done]
 
 
-def _check_resumable(root: Path, config: CollectConfig, shards: list[ShardInfo]) -> None:
-    meta = read_meta(root)
+def _check_resumable(
+    root: Path, config: CollectConfig, meta: DatasetMeta, shards: list[ShardInfo]
+) -> None:
     problems = [
         f"--{flag} {have!r} (asked {asked!r})"
         for flag, have, asked in [
@@ -222,11 +264,17 @@ def collect(
         The dataset, opened for reading.
 
     Raises:
+        ValueError: `episodes` or `workers` is not an integer >= 1.
         DatasetError: `out` is unusable (see `pending_episodes`) or an episode does not
             match the dataset (other frame size or spaces); nothing on disk is damaged.
+        OSError: the disk filled up (the message names the file, the free space and the
+            fix); every finished episode is kept.
+        WorkerDiedError: a worker process died (killed, or crashed in native code); the
+            finished episodes are kept and `resume=True` continues.
+        Exception: whatever a worker raised (e.g. making the env), as itself.
     """
-    if episodes < 1 or workers < 1:
-        raise ValueError(f"episodes and workers must be >= 1, got {episodes} and {workers}")
+    check_count("episodes", episodes)
+    check_count("workers", workers)
     root = Path(out)
     todo = pending_episodes(root, config, episodes, resume)
     with tqdm(total=episodes, initial=episodes - len(todo), unit="episode",
@@ -252,8 +300,9 @@ def _collect_parallel(
     use_egl_if_headless()  # in the environment the workers inherit, before they import anything
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(todo)), mp_context=worker_context(),
-        initializer=_init_worker, initargs=(config,),
+        initializer=_init_worker, initargs=(os.getpid(),),
     )
+    processes = pool._processes  # by pid; the pool drops it at shutdown, we need exit codes
     try:
         pending = {pool.submit(_record_in_worker, root, config, index) for index in todo}
         while pending:
@@ -262,6 +311,27 @@ def _collect_parallel(
                 steps = future.result()  # re-raises a worker's exception here
                 bar.update()
                 bar.set_postfix(steps=steps)
+    except BrokenProcessPool as err:
+        pool.shutdown()  # joins the workers, so every exit code is known
+        raise WorkerDiedError(
+            f"a collection worker process died ({_how_it_died(processes.values())}) while "
+            f"collecting into {root}; the finished episodes are kept: collect again with "
+            "--resume (resume=True) to continue"
+        ) from err
     finally:
         # After an error or Ctrl-C, drop the queued episodes; those running are finished.
         pool.shutdown(cancel_futures=True)
+
+
+def _how_it_died(processes: Iterable[BaseProcess]) -> str:
+    """The exit of the worker that broke the pool (the others were sent SIGTERM after it)."""
+    codes = [p.exitcode for p in processes if p.exitcode is not None]
+    code = next((c for c in codes if c != -signal.SIGTERM), codes[0] if codes else None)
+    if code is None:
+        return "exit code unknown"
+    if code >= 0:
+        return f"exit code {code}"
+    name = signal.Signals(-code).name
+    if -code == signal.SIGKILL:
+        return f"killed by {name}, often the kernel's out-of-memory killer"
+    return f"killed by {name}"

@@ -12,6 +12,7 @@ See docs/data_format.md for every field.
 
 from __future__ import annotations
 
+import numbers
 import re
 from pathlib import Path
 
@@ -20,17 +21,22 @@ METADATA_FILE = "dataset.json"
 INDEX_FILE = "index.json"
 EPISODE_KEYS = ("frames", "actions", "rewards", "terminated", "truncated")
 
-_SHARD_RE = re.compile(r"episode_(\d{6,})\.h5")
+# Six digits, more only when needed: `episode_0000017.h5` is not a second episode 17.
+_SHARD_RE = re.compile(r"episode_(\d{6}|[1-9]\d{6,})\.h5")
 
 
 class DatasetError(ValueError):
     """A dataset on disk is missing, malformed, or does not match what is written."""
 
 
+class WorkerDiedError(RuntimeError):
+    """A collection worker process ended without reporting (killed, or crashed in native code)."""
+
+
 def shard_name(episode: int) -> str:
     """File name of episode `episode`'s shard, e.g. 17 -> `episode_000017.h5`."""
-    if episode < 0:
-        raise ValueError(f"episode index must be >= 0, got {episode}")
+    if not isinstance(episode, numbers.Integral) or episode < 0:
+        raise ValueError(f"episode index must be an integer >= 0, got {episode!r}")
     return f"episode_{episode:06d}.h5"
 
 

@@ -77,13 +77,25 @@ def read_meta(root: Path) -> DatasetMeta:
             f"{root} is not an imaginegym dataset: it has no {METADATA_FILE}; collect one "
             f"with `imaginegym collect --out {root} ...`"
         ) from None
-    except json.JSONDecodeError as err:
-        raise DatasetError(
-            f"{path} is not valid JSON ({err}); it is rebuilt by the next writer if you "
-            "delete it"
-        ) from None
-    check_schema_version(data.get("schema_version", 0), path)
-    return DatasetMeta.from_json(data)
+    except ValueError as err:  # not JSON, or not even text
+        raise _damaged(path, f"it is not valid JSON: {err}") from None
+    version = data.get("schema_version", 0) if isinstance(data, dict) else None
+    if not isinstance(version, int):
+        raise _damaged(path, "it is not a JSON object with an integer schema_version")
+    check_schema_version(version, path)
+    try:
+        return DatasetMeta.from_json(data)
+    except KeyError as err:
+        raise _damaged(path, f"it lacks the field {err}") from None
+    except (ValueError, TypeError, AttributeError) as err:
+        raise _damaged(path, f"{type(err).__name__}: {err}") from None
+
+
+def _damaged(path: Path, problem: str) -> DatasetError:
+    return DatasetError(
+        f"{path} is damaged ({problem}). Delete it and run `imaginegym collect --resume` "
+        "with the dataset's settings: it is written again from the shards"
+    )
 
 
 def ensure_meta(root: Path, meta: DatasetMeta) -> None:

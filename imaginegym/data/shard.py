@@ -14,15 +14,22 @@ size).
 
 from __future__ import annotations
 
+import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from imaginegym.data.format import EPISODE_KEYS, SCHEMA_VERSION, DatasetError, check_schema_version
+from imaginegym.data.format import (
+    EPISODE_KEYS,
+    METADATA_FILE,
+    SCHEMA_VERSION,
+    DatasetError,
+    check_schema_version,
+)
 from imaginegym.data.meta import DatasetMeta
 
 _DTYPES = {
@@ -32,6 +39,7 @@ _DTYPES = {
     "terminated": np.bool_,
     "truncated": np.bool_,
 }
+_META_FIELDS = tuple(field.name for field in fields(DatasetMeta))  # also attributes
 
 
 @dataclass(frozen=True)
@@ -100,9 +108,15 @@ def write_shard(
     policy: str,
     max_episode_steps: int | None,
 ) -> None:
-    """Write `episode` to a new HDF5 file at `path` (callers pass a temporary path)."""
+    """Write `episode` to a new HDF5 file at `path` (callers pass a temporary path).
+
+    The file is built in memory and then written with plain file I/O: HDF5 cannot close
+    a file after a failed write (a full disk), and h5py then crashes the process with a
+    segmentation fault (h5py issue 914), while Python's write raises a clean OSError.
+    """
     _, height, width, _ = episode.frames.shape
-    with h5py.File(path, "w") as f:
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
         f.create_dataset(
             "frames",
             data=episode.frames,
@@ -123,12 +137,18 @@ def write_shard(
             attrs["max_episode_steps"] = max_episode_steps
         for key, value in attrs.items():
             f.attrs[key] = json.dumps(value) if isinstance(value, dict) else value
+    path.write_bytes(buffer.getbuffer())
 
 
 def open_shard(path: Path) -> h5py.File:
     """Open a shard for reading, turning HDF5's low-level errors into a clear one."""
     try:
         return h5py.File(path, "r")
+    except FileNotFoundError:
+        raise DatasetError(
+            f"{path} is gone: it was removed after the dataset was opened; open the "
+            "dataset again"
+        ) from None
     except OSError as err:
         raise DatasetError(
             f"{path} is not a readable HDF5 shard ({err}): it may be truncated or not "
@@ -137,23 +157,76 @@ def open_shard(path: Path) -> h5py.File:
         ) from None
 
 
-def read_shard_info(path: Path) -> ShardInfo:
-    """Open a shard, check its schema and datasets, and return its `ShardInfo`."""
+def read_shard_info(path: Path, meta: DatasetMeta) -> ShardInfo:
+    """Open a shard, check it against the dataset's `meta`, and return its `ShardInfo`.
+
+    Raises:
+        DatasetError: the shard is unreadable, too new, lacks a dataset or attribute,
+            or belongs to another dataset (other env, task, size, action repeat or spaces).
+    """
     with open_shard(path) as f:
-        check_schema_version(int(f.attrs.get("schema_version", 0)), path)
-        missing = [key for key in EPISODE_KEYS if key not in f]
-        if missing:
+        try:
+            return _shard_info(path, f, meta)
+        except (OSError, RuntimeError) as err:  # HDF5 metadata damaged past the header
             raise DatasetError(
-                f"{path} lacks the dataset(s) {', '.join(missing)} (it has "
-                f"{', '.join(f.keys()) or 'none'}): it was not written by imaginegym's "
-                "write_episode; delete it or write it again"
-            )
-        max_steps = f.attrs.get("max_episode_steps")
-        return ShardInfo(
-            file=path.name,
-            episode=int(f.attrs["episode"]),
-            length=int(f["actions"].shape[0]),
-            seed=int(f.attrs["seed"]),
-            policy=str(f.attrs["policy"]),
-            max_episode_steps=None if max_steps is None else int(max_steps),
+                f"{path} is damaged ({err}). Delete it and run `imaginegym collect "
+                "--resume` with the same settings to collect that episode again."
+            ) from None
+
+
+def read_shard_meta(path: Path) -> DatasetMeta:
+    """The dataset metadata a shard repeats in its attributes (to rebuild `dataset.json`)."""
+    with open_shard(path) as f:
+        return _shard_meta(path, f.attrs)
+
+
+def _shard_info(path: Path, f: h5py.File, meta: DatasetMeta) -> ShardInfo:
+    check_schema_version(int(f.attrs.get("schema_version", 0)), path)
+    missing = [key for key in EPISODE_KEYS if key not in f]
+    if missing:
+        raise DatasetError(
+            f"{path} lacks the dataset(s) {', '.join(missing)} (it has "
+            f"{', '.join(f.keys()) or 'none'}): it was not written by imaginegym's "
+            "write_episode; delete it or write it again"
+        )
+    diffs = meta.differences(_shard_meta(path, f.attrs))
+    if diffs:
+        raise DatasetError(
+            f"{path} does not belong to the dataset in {path.parent}: it differs from its "
+            f"{METADATA_FILE} in " + "; ".join(diffs) + f" ({METADATA_FILE} vs shard). It "
+            f"was probably copied from another dataset: move it out of {path.parent} or "
+            "delete it (`imaginegym collect --resume` collects a deleted episode again)"
+        )
+    _check_attrs(path, f.attrs, ("episode", "seed", "policy"))
+    max_steps = f.attrs.get("max_episode_steps")
+    return ShardInfo(
+        file=path.name,
+        episode=int(f.attrs["episode"]),
+        length=int(f["actions"].shape[0]),
+        seed=int(f.attrs["seed"]),
+        policy=str(f.attrs["policy"]),
+        max_episode_steps=None if max_steps is None else int(max_steps),
+    )
+
+
+def _shard_meta(path: Path, attrs: h5py.AttributeManager) -> DatasetMeta:
+    _check_attrs(path, attrs, _META_FIELDS)
+    values = {key: attrs[key] for key in _META_FIELDS}
+    try:
+        for key in ("observation_space", "action_space"):
+            values[key] = json.loads(values[key])
+        return DatasetMeta.from_json(values)
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise DatasetError(
+            f"{path} has unreadable metadata attributes ({type(err).__name__}: {err}): it "
+            f"was not written by imaginegym; move it out of {path.parent} or delete it"
+        ) from None
+
+
+def _check_attrs(path: Path, attrs: h5py.AttributeManager, keys: tuple[str, ...]) -> None:
+    missing = [key for key in keys if key not in attrs]
+    if missing:
+        raise DatasetError(
+            f"{path} lacks the attribute(s) {', '.join(missing)}: it was not written by "
+            f"imaginegym's write_episode; move it out of {path.parent} or delete it"
         )

@@ -35,11 +35,17 @@ from imaginegym.data.shard import Episode, ShardInfo, open_shard, read_shard_inf
 
 
 def check_dataset_dir(root: Path) -> None:
-    """Raise DatasetError if `root` exists but is not a directory."""
+    """Raise DatasetError if `root` is a file, or cannot be created because a parent is."""
     if root.exists() and not root.is_dir():
         raise DatasetError(
             f"{root} is a file, not a dataset directory: choose another output path "
             "(a dataset is a directory of episode_*.h5 shards)"
+        )
+    parent = next((p for p in root.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise DatasetError(
+            f"cannot create the dataset directory {root}: {parent} is a file; choose "
+            "another output path"
         )
 
 
@@ -113,14 +119,19 @@ def _check_fits(episode: Episode, meta: DatasetMeta) -> None:
         )
 
 
-def load_index(root: Path) -> list[ShardInfo]:
+def load_index(root: Path, meta: DatasetMeta) -> list[ShardInfo]:
     """Facts about every finished shard in `root`, sorted by episode index.
 
     Uses `index.json` where it describes a shard's current size and modification time
-    and reads the shard otherwise; a changed index is rewritten atomically (skipped
-    silently on read-only storage). Temporary files of writers in flight are ignored.
+    (and was built against the same `meta`), and reads the shard otherwise, checking that
+    it belongs to the dataset; a changed index is rewritten atomically (skipped silently
+    on read-only storage). Temporary files of writers in flight are ignored.
+
+    Raises:
+        DatasetError: a shard is unreadable, belongs to another dataset, or is named
+            after another episode than the one it holds.
     """
-    cached = _read_index_file(root)
+    cached = _read_index_file(root, meta)
     shards, changed = [], False
     with os.scandir(root) as entries:
         for entry in entries:
@@ -129,10 +140,11 @@ def load_index(root: Path) -> list[ShardInfo]:
                 continue
             stat = entry.stat()
             record = cached.pop(entry.name, None)
-            if record and (record["bytes"], record["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
+            facts = (episode, stat.st_size, stat.st_mtime_ns)
+            if record and (record["episode"], record["bytes"], record["mtime_ns"]) == facts:
                 info = ShardInfo(**{k: record[k] for k in ShardInfo.__dataclass_fields__})
             else:
-                info = read_shard_info(Path(entry.path))
+                info = read_shard_info(Path(entry.path), meta)
                 changed = True
             if info.episode != episode:
                 raise DatasetError(
@@ -147,22 +159,38 @@ def load_index(root: Path) -> list[ShardInfo]:
             for info, stat in shards
         ]
         try:
-            index = {"schema_version": SCHEMA_VERSION, "shards": records}
+            index = {"schema_version": SCHEMA_VERSION, "dataset": meta.to_json(), "shards": records}
             write_json_atomic(root / INDEX_FILE, index)
         except OSError:
-            pass  # read-only storage: the index is only a cache
+            pass  # read-only storage or a full disk: the index is only a cache
     return [info for info, _ in shards]
 
 
-def _read_index_file(root: Path) -> dict[str, dict[str, Any]]:
-    """The cached records by file name; an unreadable index counts as empty."""
+_RECORD_TYPES = {
+    "file": str, "episode": int, "length": int, "seed": int, "policy": str,
+    "max_episode_steps": (int, type(None)), "bytes": int, "mtime_ns": int,
+}
+
+
+def _read_index_file(root: Path, meta: DatasetMeta) -> dict[str, dict[str, Any]]:
+    """The well-formed cached records by file name.
+
+    An unreadable index, or one built against other metadata (`dataset.json` was
+    replaced, so every shard must be checked again), counts as empty.
+    """
     try:
         data = json.loads((root / INDEX_FILE).read_text())
-        if data.get("schema_version") != SCHEMA_VERSION:
+        if data.get("schema_version") != SCHEMA_VERSION or data.get("dataset") != meta.to_json():
             return {}
-        return {record["file"]: record for record in data["shards"]}
+        return {record["file"]: record for record in data["shards"] if _is_record(record)}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
+
+
+def _is_record(record: Any) -> bool:
+    return isinstance(record, dict) and all(
+        isinstance(record.get(key, ...), kind) for key, kind in _RECORD_TYPES.items()
+    )
 
 
 class EpisodeDataset:
@@ -183,6 +211,8 @@ class EpisodeDataset:
     """
 
     def __init__(self, path: str | os.PathLike, max_open_files: int = 64) -> None:
+        if not isinstance(max_open_files, int) or max_open_files < 1:
+            raise ValueError(f"max_open_files must be an integer >= 1, got {max_open_files!r}")
         self.root = Path(path)
         if not self.root.exists():
             raise DatasetError(
@@ -191,7 +221,7 @@ class EpisodeDataset:
             )
         check_dataset_dir(self.root)
         self.meta: DatasetMeta = read_meta(self.root)
-        self.shards: tuple[ShardInfo, ...] = tuple(load_index(self.root))
+        self.shards: tuple[ShardInfo, ...] = tuple(load_index(self.root, self.meta))
         self.max_open_files = max_open_files
         self._files: OrderedDict[int, h5py.File] = OrderedDict()
         self._pid = os.getpid()
@@ -238,10 +268,24 @@ class EpisodeDataset:
 
         Only those rows are read from disk. `key` is one of frames (T+1, H, W, 3) uint8,
         actions (T, A) float32, rewards / terminated / truncated (T,).
+
+        Raises:
+            DatasetError: the shard is damaged where these rows are stored (e.g. a flipped
+                bit in a compressed chunk); it names the file and the fix.
         """
         if key not in EPISODE_KEYS:
             raise KeyError(f"unknown key {key!r}: episodes hold {', '.join(EPISODE_KEYS)}")
-        return self._file(i)[key][start:stop]
+        array = self._file(i)[key]
+        try:
+            return array[start:stop]
+        except (OSError, RuntimeError) as err:  # HDF5 says "filter returned failure"
+            rows = range(len(array))[start:stop]
+            shard = self.shards[i % len(self)]
+            raise DatasetError(
+                f"{self.root / shard.file} (episode {shard.episode}) is damaged: reading "
+                f"{key} rows {rows.start}:{rows.stop} failed ({err}). Delete it and run "
+                "`imaginegym collect --resume` with the same settings to collect it again"
+            ) from None
 
     def _file(self, i: int) -> h5py.File:
         if not -len(self) <= i < len(self):
@@ -290,7 +334,9 @@ class InMemoryEpisodes:
     in `EpisodeDataset`; `nbytes` tells beforehand what loading would take.
     """
 
-    def __init__(self, dataset: EpisodeDataset, keys: tuple[str, ...] = ("frames",), progress: bool = True) -> None:
+    def __init__(
+        self, dataset: EpisodeDataset, keys: tuple[str, ...] = ("frames",), progress: bool = True
+    ) -> None:
         from tqdm.auto import tqdm
 
         unknown = [key for key in keys if key not in EPISODE_KEYS]
@@ -299,20 +345,25 @@ class InMemoryEpisodes:
         self.lengths = dataset.lengths
         self.keys = tuple(keys)
         self._arrays: dict[str, list[np.ndarray]] = {key: [] for key in keys}
-        for i in tqdm(range(len(dataset)), desc=f"load {'/'.join(keys)} into memory", disable=not progress):
+        desc = f"load {'/'.join(keys)} into memory"
+        for i in tqdm(range(len(dataset)), desc=desc, disable=not progress):
             for key in keys:
                 self._arrays[key].append(dataset.read(i, key))
 
     @staticmethod
     def nbytes(dataset: EpisodeDataset) -> int:
-        """Bytes that holding the frames of every episode would take (the other arrays are small)."""
+        """Bytes that holding every episode's frames would take (the other arrays are small)."""
         frames = int((dataset.lengths + 1).sum())
-        return frames * int(np.prod(dataset.observation_space.shape)) * np.dtype(dataset.observation_space.dtype).itemsize
+        space = dataset.observation_space
+        return frames * int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def read(self, i: int, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         if key not in self._arrays:
-            raise KeyError(f"{key!r} is not in memory (loaded: {', '.join(self.keys)}); pass keys=(..., {key!r})")
+            raise KeyError(
+                f"{key!r} is not in memory (loaded: {', '.join(self.keys)}); "
+                f"pass keys=(..., {key!r})"
+            )
         return self._arrays[key][i][start:stop]
