@@ -94,6 +94,11 @@ def check_memory(world_model: WorldModel, num_envs: int, obs_mode: str) -> None:
                what="its KV cache and observation buffers", hint=", or obs_mode='latent' (no frame buffers)" if obs_mode == "pixels" else "")
 
 
+def stacked_space(space: spaces.Box, frame_stack: int) -> spaces.Box:
+    """``frame_stack`` frames of ``space``, oldest first: Gymnasium's `FrameStackObservation` space (k, *shape)."""
+    return batch_space(space, frame_stack)
+
+
 def check_max_episode_steps(steps: int | None) -> int | None:
     """A positive step limit or None (no limit), else a ValueError."""
     if steps is not None and steps < 1:
@@ -129,6 +134,8 @@ class ImaginedBatch:
         num_denoise_steps: int = 4,
         context_length: int | None = None,
         max_episode_steps: int | None = None,
+        frame_stack: int = 1,
+        start_dataset: str | os.PathLike | None = None,
     ) -> None:
         wm = self.world_model = world_model
         window = wm.dynamics_config.context_length - 1  # past frames a prediction attends to
@@ -148,26 +155,33 @@ class ImaginedBatch:
         max_episode_steps = check_max_episode_steps(wm.env_spec.max_episode_steps if max_episode_steps is None else max_episode_steps)
         self.num_envs, self.obs_mode, self.num_denoise_steps = num_envs, obs_mode, num_denoise_steps
         self.context_length, self.max_episode_steps = context_length, max_episode_steps
-        self.observation_space = wm.observation_space if obs_mode == "pixels" else latent_space(wm)
+        self.frame_stack = check_count("frame_stack", frame_stack)
+        self.start_dataset = None if start_dataset is None else os.fspath(start_dataset)
+        frame_space = wm.observation_space if obs_mode == "pixels" else latent_space(wm)
+        self.observation_space = frame_space if frame_stack == 1 else stacked_space(frame_space, frame_stack)
         self.action_space = wm.action_space
-        check_memory(wm, num_envs, obs_mode)
+        check_memory(wm, num_envs * frame_stack, obs_mode)
         self.cache = wm.dynamics.new_cache(num_envs)
         self.latent_shape = (wm.dynamics_config.latent_tokens, wm.dynamics_config.latent_dim)  # (K, D)
         self.latents = torch.zeros(num_envs, *self.latent_shape, device=wm.device)  # (N, K, D)
         self.steps = np.zeros(num_envs, dtype=np.int64)
         self.started = np.zeros(num_envs, dtype=bool)
+        # Each env's last frame_stack observations, oldest first (the earliest repeated while there are fewer).
+        self.history = np.zeros((num_envs, frame_stack, *frame_space.shape), dtype=frame_space.dtype)
         self._datasets: dict[str, EpisodeDataset] = {}
+        if self.start_dataset is not None:
+            self._dataset(self.start_dataset)  # a bad path fails here, not at the first reset
 
     # ------------------------------------------------------------------ reset
     def sample_context(self, rng: np.random.Generator, options: dict[str, Any] | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Context frames (C, *obs_shape) and the C-1 actions between them, on the model's device.
 
-        ``options``: None (a window of the model's bundled start contexts), {"dataset": path}
-        (a window of an episode dataset) or {"context_frames": (C, H, W, 3) uint8,
+        ``options``: None (a window of ``start_dataset``, or of the model's bundled start
+        contexts), {"dataset": path} (a window of an episode dataset) or {"context_frames": (C, H, W, 3) uint8,
         "context_actions": (C-1, A)} (given, e.g. from a real env; C = 1 needs no actions).
         """
         wm, c = self.world_model, self.context_length
-        options = dict(options or {})
+        options = dict(options or ({"dataset": self.start_dataset} if self.start_dataset else {}))
         unknown = set(options) - {"dataset", "context_frames", "context_actions"}
         if unknown or ("dataset" in options and "context_frames" in options):
             raise ValueError(
@@ -180,9 +194,7 @@ class ImaginedBatch:
             return self._given_context(options["context_frames"], options.get("context_actions"))
         if "dataset" in options:
             path = os.fspath(options["dataset"])
-            if path not in self._datasets:
-                self._datasets[path] = EpisodeDataset(path)
-            dataset = self._datasets[path]
+            dataset = self._dataset(path)
             long_enough = np.flatnonzero(dataset.lengths + 1 >= c)
             if len(long_enough) == 0:
                 raise ValueError(f"no episode of {path} has {c} frames: pass a smaller context_length")
@@ -200,6 +212,17 @@ class ImaginedBatch:
             )
         i, start = int(rng.integers(len(starts))), int(rng.integers(available - c + 1))
         return starts[i, start : start + c], wm.check_actions(wm.start_actions[i, start : start + c - 1], (c - 1,))
+
+    def _dataset(self, path: str) -> EpisodeDataset:
+        if path not in self._datasets:
+            dataset = EpisodeDataset(path)
+            if dataset.observation_space != self.world_model.observation_space or dataset.action_space != self.world_model.action_space:
+                raise ValueError(
+                    f"{path} holds episodes of {dataset.task or dataset.env_id} with observations {dataset.observation_space} and actions "
+                    f"{dataset.action_space}, but the world model was trained on {self.world_model.env_spec.task}: give a dataset of that env"
+                )
+            self._datasets[path] = dataset
+        return self._datasets[path]
 
     def _given_context(self, frames, actions) -> tuple[torch.Tensor, torch.Tensor]:
         wm = self.world_model
@@ -253,8 +276,15 @@ class ImaginedBatch:
         self.latents[index] = z[:, -1]
         self.steps[rows], self.started[rows] = 0, True
         latents = rearrange(z[:, -1], "b k d -> b (k d)").cpu().numpy()
-        observations = frames[:, -1].cpu().numpy() if self.obs_mode == "pixels" else latents.copy()
-        return observations, latents
+        k = self.frame_stack
+        recent = frames[:, -k:] if self.obs_mode == "pixels" else rearrange(z[:, -k:], "b c k d -> b c (k d)")  # (B, <=k, *frame_shape)
+        recent = recent.cpu().numpy()
+        self.history[rows] = np.concatenate([np.repeat(recent[:, :1], k - recent.shape[1], axis=1), recent], axis=1)
+        return self.observe(rows), latents
+
+    def observe(self, rows: np.ndarray) -> np.ndarray:
+        """The observations of envs ``rows``: their current frames, or with ``frame_stack`` > 1 their last frames (B, k, ...)."""
+        return self.history[rows, -1] if self.frame_stack == 1 else self.history[rows]
 
     # ------------------------------------------------------------------ step
     @torch.no_grad()
@@ -269,7 +299,10 @@ class ImaginedBatch:
         self.latents[index] = z
         self.steps[rows] += 1
         latents = rearrange(z, "b k d -> b (k d)").cpu().numpy()
-        observations = torch.cat([wm.decode(chunk).cpu() for chunk in z.split(CHUNK)]).numpy() if self.obs_mode == "pixels" else latents.copy()
+        frames = torch.cat([wm.decode(chunk).cpu() for chunk in z.split(CHUNK)]).numpy() if self.obs_mode == "pixels" else latents
+        self.history[rows] = np.roll(self.history[rows], -1, axis=1)
+        self.history[rows, -1] = frames
+        observations = self.observe(rows)
         continue_probs = continue_prob.double().cpu().numpy()
         limit = self.max_episode_steps
         return ImaginedSteps(
@@ -315,6 +348,14 @@ class ImaginationSettings:
         self._batch.max_episode_steps = check_max_episode_steps(steps)
 
     @property
+    def frame_stack(self) -> int:
+        return self._batch.frame_stack
+
+    @property
+    def start_dataset(self) -> str | None:
+        return self._batch.start_dataset
+
+    @property
     def kv_cache(self) -> KVCache:
         """The envs' KV cache: a ring buffer per env, its tensors' shapes fixed at construction."""
         return self._batch.cache
@@ -332,7 +373,7 @@ class ImaginationEnv(ImaginationSettings, gym.Env[np.ndarray, np.ndarray]):
     float32 (K*D,) and (after a step) "continue_prob" float.
 
     Reset (see `ImaginedBatch.sample_context`): by default a window of ``context_length``
-    frames from the model's bundled real start contexts; ``options={"dataset": path}`` a
+    frames from ``start_dataset`` or the model's bundled real start contexts; ``options={"dataset": path}`` a
     window of an episode dataset; ``options={"context_frames": frames, "context_actions":
     actions}`` a context of C frames (C-1 actions; none for C = 1) from a real env. The
     first observation is the last context frame (pixels) or its latents.
@@ -350,6 +391,11 @@ class ImaginationEnv(ImaginationSettings, gym.Env[np.ndarray, np.ndarray]):
         device: "auto" (cuda when available), "cpu", "cuda", ... (a given `WorldModel`
             stays where it is).
         render_mode: "rgb_array" (`render()` returns the decoded current frame) or None.
+        frame_stack: k > 1 observes the last k frames (or latents) (k, *frame_shape), oldest
+            first, as Gymnasium's ``FrameStackObservation(env, k, padding_type="reset")`` does
+            for the real env (`real_twin`); a reset fills them from its context frames.
+        start_dataset: an episode dataset whose windows are the contexts of resets without
+            options (default: the model's bundled start contexts).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": RENDER_FPS}
@@ -363,11 +409,13 @@ class ImaginationEnv(ImaginationSettings, gym.Env[np.ndarray, np.ndarray]):
         max_episode_steps: int | None = None,
         device: str | torch.device = "auto",
         render_mode: str | None = "rgb_array",
+        frame_stack: int = 1,
+        start_dataset: str | os.PathLike | None = None,
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r}: use 'rgb_array' or None")
         self.world_model = load_world_model(world_model, device)
-        self._batch = ImaginedBatch(self.world_model, 1, obs_mode, num_denoise_steps, context_length, max_episode_steps)
+        self._batch = ImaginedBatch(self.world_model, 1, obs_mode, num_denoise_steps, context_length, max_episode_steps, frame_stack, start_dataset)
         self.observation_space, self.action_space = self._batch.observation_space, self._batch.action_space
         self.render_mode = render_mode
         self._row = np.zeros(1, dtype=np.int64)
@@ -435,6 +483,8 @@ class ImaginationVectorEnv(ImaginationSettings, VectorEnv):
         device: str | torch.device = "auto",
         render_mode: str | None = "rgb_array",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        frame_stack: int = 1,
+        start_dataset: str | os.PathLike | None = None,
     ) -> None:
         num_envs = check_count("num_envs", num_envs)
         if render_mode not in (None, "rgb_array"):
@@ -446,7 +496,8 @@ class ImaginationVectorEnv(ImaginationSettings, VectorEnv):
                 "(imaginegym.sb3_vec_env.ImaginationSB3VecEnv gives same-step resets for Stable-Baselines3)"
             )
         self.world_model = load_world_model(world_model, device)
-        self._batch = ImaginedBatch(self.world_model, num_envs, obs_mode, num_denoise_steps, context_length, max_episode_steps)
+        self._batch = ImaginedBatch(self.world_model, num_envs, obs_mode, num_denoise_steps, context_length, max_episode_steps,
+                                    frame_stack, start_dataset)
         self.num_envs, self.render_mode = num_envs, render_mode
         self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
         self.autoreset_mode = autoreset_mode
@@ -577,3 +628,24 @@ class LatentObservation(gym.ObservationWrapper):
     def observation(self, observation: np.ndarray) -> np.ndarray:
         z = self.world_model.encode(observation[None])[0]  # (K, D)
         return rearrange(z, "k d -> (k d)").float().cpu().numpy()
+
+
+def real_twin(world_model: str | os.PathLike | WorldModel, obs_mode: str = "pixels", frame_stack: int = 1,
+              device: str | torch.device = "auto", **env_kwargs: Any) -> gym.Env:
+    """The real env a world model imagines, observed as its imagined twin is: same spaces, same frame stack.
+
+    ``gym.make(env_id, **env_kwargs)`` with the model's settings (``env_kwargs`` override them, e.g.
+    ``render_mode``), wrapped in `LatentObservation` for ``obs_mode="latent"`` and in Gymnasium's
+    ``FrameStackObservation(..., padding_type="reset")`` for ``frame_stack`` > 1, so a policy trained in
+    ``ImaginationEnv(world_model, obs_mode, frame_stack=frame_stack)`` acts in it unchanged.
+    """
+    if obs_mode not in OBS_MODES:
+        raise ValueError(f"obs_mode={obs_mode!r}: use 'pixels' or 'latent'")
+    frame_stack = check_count("frame_stack", frame_stack)
+    wm = load_world_model(world_model, device)
+    env = gym.make(wm.env_spec.env_id, **{**wm.env_spec.env_kwargs, **env_kwargs})
+    if obs_mode == "latent":
+        env = LatentObservation(env, wm)
+    if frame_stack > 1:
+        env = gym.wrappers.FrameStackObservation(env, frame_stack, padding_type="reset")
+    return env

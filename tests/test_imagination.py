@@ -14,7 +14,7 @@ from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import imaginegym
-from imaginegym.data import DatasetMeta, Episode, write_episode
+from imaginegym.data import DatasetError, DatasetMeta, Episode, EpisodeDataset, write_episode
 from imaginegym.imagination import ImaginationEnv, LatentObservation
 
 from conftest import TINY_SIZE, assert_close_obs
@@ -327,3 +327,31 @@ def test_latent_observation_refuses_an_env_of_another_task_or_action_repeat(tiny
     other_actions.action_space = spaces.Box(-1, 1, (2,), np.float32)
     with pytest.raises(ValueError, match="acts in Box.*trained on Box"):
         LatentObservation(other_actions, tiny_world_model)
+
+
+def test_frame_stacks_are_filled_from_the_context_and_match_the_real_twins_space(tiny_world_model, tiny_dataset):
+    from imaginegym.imagination import real_twin
+
+    env = ImaginationEnv(tiny_world_model, obs_mode="latent", frame_stack=3)
+    check_env(env, skip_render_check=True)
+    frames = np.random.default_rng(0).integers(0, 256, (4, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
+    obs, info = env.reset(seed=0, options={"context_frames": frames, "context_actions": np.zeros((3, 1), np.float32)})
+    np.testing.assert_allclose(obs, tiny_world_model.encode(frames[1:]).flatten(1).numpy(), atol=1e-6)  # the last 3 context latents
+    np.testing.assert_array_equal(obs[-1], info["latent"])
+    obs, _ = env.reset(seed=0, options={"context_frames": frames[:1]})  # one frame: repeated, as FrameStackObservation pads
+    assert (obs == obs[:1]).all()
+    after, *_ , info = env.step(np.zeros(1, np.float32))
+    np.testing.assert_array_equal(after[:2], obs[1:])
+    np.testing.assert_array_equal(after[2], info["latent"])
+    vec = imaginegym.make_vec("imaginegym/Imagined-v0", num_envs=2, world_model=tiny_world_model, frame_stack=2, start_dataset=tiny_dataset)
+    assert vec.reset(seed=0)[0].shape == (2, 2, TINY_SIZE, TINY_SIZE, 3) and vec.start_dataset == tiny_dataset
+    pixels = ImaginationEnv(tiny_world_model, frame_stack=2, start_dataset=tiny_dataset)
+    stacked, _ = pixels.reset(seed=1)
+    assert stacked.shape == (2, TINY_SIZE, TINY_SIZE, 3)
+    assert any((stacked[-1] == episode.frames).all(axis=(1, 2, 3)).any() for episode in EpisodeDataset(tiny_dataset))  # a real frame
+    real = real_twin(tiny_world_model, "latent", frame_stack=3)
+    assert real.observation_space == env.observation_space and real.action_space == env.action_space
+    with pytest.raises(ValueError, match="frame_stack=0: use an integer >= 1"):
+        ImaginationEnv(tiny_world_model, frame_stack=0)
+    with pytest.raises(DatasetError, match="no dataset at"):
+        ImaginationEnv(tiny_world_model, start_dataset="no/such/data")
