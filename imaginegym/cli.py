@@ -124,7 +124,14 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     add(subparsers)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_collect_parser, add_train_parser, add_eval_parser]
+def add_agent_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`imaginegym agent {train,eval}` (flags from `AgentConfig`)."""
+    from imaginegym.agents.commands import add_agent_parser as add
+
+    add(subparsers)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_collect_parser, add_train_parser, add_eval_parser, add_agent_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from imaginegym.data.atomic import is_temp
 from imaginegym.data.format import METADATA_FILE, DatasetError, WorkerDiedError, shard_episode
 from imaginegym.data.meta import DatasetMeta, ensure_meta, read_meta
-from imaginegym.data.policies import Policy, check_policy_name, make_policy
+from imaginegym.data.policies import Policy, PolicySource, check_policy_name, make_policy, policy_name
 from imaginegym.data.shard import Episode, ShardInfo, read_shard_meta
 from imaginegym.data.store import EpisodeDataset, check_dataset_dir, load_index, write_episode
 from imaginegym.envs.headless import use_egl_if_headless, worker_context
@@ -47,7 +47,8 @@ class CollectConfig:
     Attributes:
         env_id: Gymnasium id of an env with uint8 (H, W, 3) observations.
         task: DMC task such as "cartpole-swingup" (None for envs without tasks).
-        policy: exploration policy, "random" or "ou" (Ornstein-Uhlenbeck).
+        policy: exploration policy, "random" or "ou" (Ornstein-Uhlenbeck), or a
+            `PolicySource` that makes each episode's policy (e.g. a trained agent's).
         seed: episode i uses seed `seed + i` for the env reset and the policy.
         size: frame size in pixels (None: the env's default, 64 for DMC).
         action_repeat: simulator steps per action (None: the env's default, 2 for DMC).
@@ -57,7 +58,7 @@ class CollectConfig:
 
     env_id: str = DMC_ENV_ID
     task: str | None = None
-    policy: str = "random"
+    policy: str | PolicySource = "random"
     seed: int = 0
     size: int | None = None
     action_repeat: int | None = None
@@ -139,7 +140,7 @@ def record_episode(root: Path, env: gym.Env, config: CollectConfig, index: int) 
     try:
         write_episode(
             root, index, episode, meta,
-            seed=seed, policy=config.policy, max_episode_steps=config.max_episode_steps,
+            seed=seed, policy=policy_name(config.policy), max_episode_steps=config.max_episode_steps,
         )
     except FileExistsError:
         pass
@@ -231,7 +232,7 @@ def _check_resumable(
             f"--{flag} {have!r} (asked {asked!r}) in {shard.file}"
             for flag, have, asked in [
                 ("seed", shard.seed - shard.episode, config.seed),
-                ("policy", shard.policy, config.policy),
+                ("policy", shard.policy, policy_name(config.policy)),
                 ("max-episode-steps", shard.max_episode_steps, config.max_episode_steps),
             ]
             if have != asked

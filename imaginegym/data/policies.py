@@ -67,13 +67,42 @@ class OrnsteinUhlenbeckPolicy:
 POLICIES = {"random": RandomPolicy, "ou": OrnsteinUhlenbeckPolicy}
 
 
-def check_policy_name(name: str) -> None:
-    """Raise ValueError unless `name` is a key of `POLICIES`."""
-    if name not in POLICIES:
-        raise ValueError(f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}")
+class PolicySource(Protocol):
+    """What collection takes besides a policy name: it makes each episode's policy.
+
+    Collection workers are spawned processes, so a source must pickle (keep a path, not a
+    loaded network) and build what it needs in `make`. E.g. a trained agent:
+    `imaginegym.agents.sb3.AgentPolicy.source(...)`.
+    """
+
+    name: str  # recorded in every shard; resuming a collection needs the same name
+
+    def make(self, action_space: spaces.Space, seed: int) -> Policy:
+        """The policy of one episode, its randomness seeded with `seed`."""
+        ...
 
 
-def make_policy(name: str, action_space: spaces.Space, seed: int) -> Policy:
-    """The exploration policy called `name` ("random" or "ou"), seeded with `seed`."""
-    check_policy_name(name)
-    return POLICIES[name](action_space, seed)
+def policy_name(policy: str | PolicySource) -> str:
+    """The name a policy (a name of `POLICIES` or a `PolicySource`) is recorded under."""
+    return policy if isinstance(policy, str) else policy.name
+
+
+def check_policy_name(policy: str | PolicySource) -> None:
+    """Raise ValueError unless `policy` is a key of `POLICIES` or a `PolicySource`."""
+    if isinstance(policy, str):
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}: choose one of {', '.join(POLICIES)}")
+    elif not (callable(getattr(policy, "make", None)) and isinstance(getattr(policy, "name", None), str)):
+        raise ValueError(
+            f"policy {policy!r} is neither a policy name ({', '.join(POLICIES)}) nor a "
+            "PolicySource (an object with a `name` and a `make(action_space, seed)` method)"
+        )
+
+
+def make_policy(policy: str | PolicySource, action_space: spaces.Space, seed: int) -> Policy:
+    """The policy of one episode: the exploration policy called `policy` ("random" or
+    "ou"), or the one a `PolicySource` makes, seeded with `seed`."""
+    check_policy_name(policy)
+    if isinstance(policy, str):
+        return POLICIES[policy](action_space, seed)
+    return policy.make(action_space, seed)

@@ -1,0 +1,61 @@
+"""`imaginegym agent train` and `imaginegym agent eval`: flags generated from `AgentConfig`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from imaginegym.training.flags import add_dataclass_flags, dataclass_from_flags, positive_int
+
+
+def add_agent_parser(subparsers) -> None:
+    from imaginegym.agents.sb3.config import AgentConfig
+
+    parser = subparsers.add_parser("agent", help="train and evaluate SB3 agents in real or imagined envs")
+    actions = parser.add_subparsers(dest="stage", required=True, metavar="{train,eval}")
+    train = actions.add_parser("train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                               help="train PPO or SAC in imagined:MODEL or real:MODEL (resumes from OUT)",
+                               description="Train PPO or SAC in a world model's imagined env or in its real env, with the same "
+                               "observations in both. Writes OUT/policy (weights as safetensors, settings as JSON), checkpoints "
+                               "and TensorBoard logs; the same command resumes an interrupted run.")
+    train.add_argument("--out", required=True, help="run directory")
+    add_dataclass_flags(train, AgentConfig)
+    train.set_defaults(handler=run_agent_train)
+    evaluate = actions.add_parser("eval", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                  help="returns of a policy in the real env and in its imagined twin, and their gap",
+                                  description="Evaluate a policy in the real env (mean, std, per-episode returns) and, from the "
+                                  "same first frames, in its imagined twin; write results JSON and a side-by-side GIF.")
+    evaluate.add_argument("--policy", required=True, help="bundled policy name or a directory holding policy.json")
+    evaluate.add_argument("--episodes", type=positive_int, default=10)
+    evaluate.add_argument("--seed", type=int, default=0, help="real episode i resets with seed SEED + i")
+    evaluate.add_argument("--no-imagined", action="store_true", help="skip the imagined twin")
+    evaluate.add_argument("--out", help="results JSON (default: POLICY/eval.json); the GIF goes beside it")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(handler=run_agent_eval)
+
+
+def run_agent_train(args: argparse.Namespace) -> int:
+    from imaginegym.agents.sb3.config import AgentConfig
+    from imaginegym.agents.sb3.train import train_agent
+
+    config = dataclass_from_flags(AgentConfig, args)
+    train_agent(config, args.out)
+    print(f"policy: {Path(args.out) / 'policy'}")
+    return 0
+
+
+def run_agent_eval(args: argparse.Namespace) -> int:
+    from imaginegym.agents.sb3.evaluate import evaluate_policy, save_evaluation
+    from imaginegym.agents.sb3.policy import AgentPolicy, resolve_policy_dir
+
+    policy = AgentPolicy.load(args.policy, device="cpu")
+    out = Path(args.out) if args.out else resolve_policy_dir(args.policy) / "eval.json"
+    result = evaluate_policy(policy, args.episodes, args.seed, imagined=not args.no_imagined, gif=out.with_suffix(".gif"), device=args.device)
+    save_evaluation(result, out, policy=str(args.policy), seed=args.seed)
+    summary = result.summary()
+    line = f"real return {summary['real_mean']:.1f} ± {summary['real_std']:.1f} over {summary['episodes']} episodes"
+    if "imagined_mean" in summary:
+        line += f"; imagined {summary['imagined_mean']:.1f} ± {summary['imagined_std']:.1f} (gap {summary['gap']:+.1f}, {summary['relative_gap']:+.0%})"
+    print(line)
+    print(f"wrote {out} and {out.with_suffix('.gif')} (left: real, right: imagined)")
+    return 0

@@ -1,0 +1,96 @@
+"""SB3 agents: train in imagined or real envs with the same observations, resume, save without pickles, evaluate both worlds."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from imaginegym.agents.sb3 import AgentConfig, AgentPolicy, PolicyFile, evaluate_policy, train_agent
+from imaginegym.agents.sb3.train import CHECKPOINT_FILE
+from imaginegym.cli import main
+from imaginegym.data import CollectConfig, EpisodeDataset, collect
+
+TINY = {"num_envs": 4, "horizon": 8, "ppo_rollout_steps": 8, "ppo_batch_size": 16, "ppo_epochs": 1, "net_arch": (16,),
+        "device": "cpu", "checkpoint_every": 32}
+
+
+def test_ppo_trains_in_imagination_resumes_and_saves_a_policy_that_loads_without_pickles(tiny_world_model_path, tmp_path):
+    config = AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=64, **TINY)
+    policy = train_agent(config, tmp_path / "run", progress=False)
+    assert policy.observation_space.shape == (4, 64)  # 4 stacked latents of K*D = 64
+    state = torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)
+    assert state["num_timesteps"] == 64
+    saved = json.loads((tmp_path / "run" / "policy" / "policy.json").read_text())
+    assert saved["algo"] == "ppo" and saved["world_model"] == tiny_world_model_path and saved["frame_stack"] == 4
+    again = AgentPolicy.load(tmp_path / "run" / "policy")
+    obs = np.random.default_rng(0).uniform(-1, 1, (3, 4, 64)).astype(np.float32)
+    np.testing.assert_array_equal(policy.act(obs), again.act(obs))
+    longer = train_agent(AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=128, **TINY), tmp_path / "run", progress=False)
+    assert torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)["num_timesteps"] == 128  # resumed, not restarted
+    assert longer.config.training["trained_steps"] == 128
+    with pytest.raises(ValueError, match="holds an agent run with other settings.*frame_stack: 4 .run. vs 2"):
+        train_agent(AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=128, **{**TINY, "frame_stack": 2}), tmp_path / "run")
+
+
+def test_sac_trains_in_the_real_env_with_the_imagined_envs_observations(tiny_world_model_path, tmp_path):
+    config = AgentConfig(algo="sac", env=f"real:{tiny_world_model_path}", steps=40, num_envs=1, sac_learning_starts=20,
+                         sac_buffer_size=100, net_arch=(16,), device="cpu", checkpoint_every=20)
+    policy = train_agent(config, tmp_path / "sac", progress=False)
+    assert (tmp_path / "sac" / "replay_buffer.npz").is_file()
+    imagined, real = policy.imagined_env(), policy.real_env()
+    assert imagined.observation_space == real.observation_space == policy.observation_space
+    obs, _ = real.reset(seed=0)
+    assert policy.action_space.contains(policy.act(obs))
+
+
+def test_evaluation_reports_both_worlds_and_their_gap_and_writes_a_gif(tiny_world_model_path, tmp_path, monkeypatch):
+    from imaginegym.envs import dmc
+
+    policy = train_agent(AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=32, **TINY), tmp_path / "run", progress=False)
+    monkeypatch.setattr(dmc.DMCEnv, "__init__", _short_episodes(dmc.DMCEnv.__init__))
+    result = evaluate_policy(policy, episodes=2, seed=3, gif=tmp_path / "eval.gif", progress=False, device="cpu")
+    summary = result.summary()
+    assert summary["episodes"] == 2 and result.episode_steps == [10, 10]
+    assert len(result.imagined_returns) == 2 and summary["gap"] == pytest.approx(summary["imagined_mean"] - summary["real_mean"])
+    assert (tmp_path / "eval.gif").stat().st_size > 0
+    with pytest.raises(ValueError, match="episodes=0"):
+        evaluate_policy(policy, episodes=0)
+
+
+def _short_episodes(init):
+    def short(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "time_limit": 0.2})  # 10 steps of cartpole at action repeat 2
+    return short
+
+
+def test_collection_takes_a_trained_policy_and_records_its_name(tiny_world_model_path, tmp_path):
+    policy = train_agent(AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=32, **TINY), tmp_path / "run", progress=False)
+    source = policy.source(tmp_path / "saved")
+    assert isinstance(source, PolicyFile) and source.name == f"agent:{tmp_path / 'saved'}"
+    config = CollectConfig(task="cartpole-swingup", size=16, max_episode_steps=6, policy=source)
+    first = collect(tmp_path / "data", config, episodes=2, progress=False)
+    assert [shard.policy for shard in first.shards] == [source.name] * 2
+    again = collect(tmp_path / "again", config, episodes=2, progress=False)
+    np.testing.assert_array_equal(first.read(1, "actions"), again.read(1, "actions"))  # seeded per episode
+    grown = collect(tmp_path / "data", config, episodes=3, resume=True, progress=False)
+    assert len(grown) == 3
+    with pytest.raises(ValueError, match="--policy"):
+        collect(tmp_path / "data", CollectConfig(task="cartpole-swingup", size=16, max_episode_steps=6), episodes=4, resume=True)
+
+
+def test_cli_trains_and_evaluates(tiny_world_model_path, tmp_path, capsys, monkeypatch):
+    from imaginegym.envs import dmc
+
+    run = tmp_path / "cli"
+    flags = ["--num-envs", "4", "--horizon", "8", "--ppo-rollout-steps", "8", "--ppo-batch-size", "16", "--ppo-epochs", "1",
+             "--net-arch", "16", "--device", "cpu"]
+    assert main(["agent", "train", "--env", f"imagined:{tiny_world_model_path}", "--steps", "32", "--out", str(run), *flags]) == 0
+    monkeypatch.setattr(dmc.DMCEnv, "__init__", _short_episodes(dmc.DMCEnv.__init__))
+    assert main(["agent", "eval", "--policy", str(run / "policy"), "--episodes", "1", "--out", str(tmp_path / "r.json"), "--device", "cpu"]) == 0
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert {"real_mean", "real_std", "real_returns", "imagined_mean", "gap"} <= set(results)
+    assert "real return" in capsys.readouterr().out and (tmp_path / "r.gif").is_file()
+    with pytest.raises(SystemExit):
+        main(["agent", "train", "--env", "dreamed:x", "--out", str(tmp_path / "bad")])
+    assert "env='dreamed:x': use imagined:MODEL or real:MODEL" in capsys.readouterr().err
