@@ -9,10 +9,11 @@ from imaginegym.training.flags import add_dataclass_flags, dataclass_from_flags,
 
 
 def add_agent_parser(subparsers) -> None:
+    from imaginegym.agents.mbrl import LoopConfig
     from imaginegym.agents.sb3.config import AgentConfig
 
     parser = subparsers.add_parser("agent", help="train and evaluate SB3 agents in real or imagined envs")
-    actions = parser.add_subparsers(dest="stage", required=True, metavar="{train,eval}")
+    actions = parser.add_subparsers(dest="stage", required=True, metavar="{train,eval,mbrl}")
     train = actions.add_parser("train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                help="train PPO or SAC in imagined:MODEL or real:MODEL (resumes from OUT)",
                                description="Train PPO or SAC in a world model's imagined env or in its real env, with the same "
@@ -32,6 +33,14 @@ def add_agent_parser(subparsers) -> None:
     evaluate.add_argument("--out", help="results JSON (default: POLICY/eval.json); the GIF goes beside it")
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(handler=run_agent_eval)
+    loop = actions.add_parser("mbrl", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                              help="model-based loop: collect with the policy, update the world model, train in imagination, repeat",
+                              description="Collect real episodes with the current policy, continue training the world model on all "
+                              "data so far, train the policy in imagination from real starts; repeat until --real-steps of data. "
+                              "Resumes from OUT after an interruption.")
+    loop.add_argument("--out", required=True, help="run directory")
+    add_dataclass_flags(loop, LoopConfig)
+    loop.set_defaults(handler=run_agent_mbrl)
 
 
 def run_agent_train(args: argparse.Namespace) -> int:
@@ -58,4 +67,14 @@ def run_agent_eval(args: argparse.Namespace) -> int:
         line += f"; imagined {summary['imagined_mean']:.1f} ± {summary['imagined_std']:.1f} (gap {summary['gap']:+.1f}, {summary['relative_gap']:+.0%})"
     print(line)
     print(f"wrote {out} and {out.with_suffix('.gif')} (left: real, right: imagined)")
+    return 0
+
+
+def run_agent_mbrl(args: argparse.Namespace) -> int:
+    from imaginegym.agents.mbrl import LoopConfig, ModelBasedLoop
+
+    curve = ModelBasedLoop(dataclass_from_flags(LoopConfig, args), args.out).run()
+    last = curve[-1]
+    print(f"{last['real_steps']} real steps: return {last['eval_return_mean']:.1f} ± {last['eval_return_std']:.1f}; "
+          f"curve in {Path(args.out) / 'curve.png'} and {Path(args.out) / 'loop.json'}")
     return 0

@@ -15,6 +15,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+import gymnasium.error
+
 from imaginegym.data.format import DatasetError, WorkerDiedError
 
 
@@ -148,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-USER_ERRORS = (DatasetError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+USER_ERRORS = (DatasetError, gymnasium.error.Error, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 """Errors about the user's input and files: printed as one line (exit status 2), like argparse's own errors.
 Set IMAGINEGYM_TRACEBACK=1 to see their tracebacks; other errors always show theirs."""
 
@@ -165,6 +167,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = " ".join(part for part in (parser.prog, args.command, getattr(args, "stage", None) or getattr(args, "what", None)) if part)
         print(f"{command}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        if os.environ.get("IMAGINEGYM_TRACEBACK"):
+            raise
+        print(f"\n{parser.prog} {args.command}: interrupted; what finished is kept: run the same command again to resume",
+              file=sys.stderr)
+        raise SystemExit(130) from None
     except (OSError, WorkerDiedError) as err:  # a full disk, a killed worker: say what failed, without a traceback
         if os.environ.get("IMAGINEGYM_TRACEBACK") or (isinstance(err, OSError) and err.errno is None):
             raise

@@ -394,3 +394,13 @@ def test_other_bad_arguments(tiny_dataset):
     ds = EpisodeDataset(tiny_dataset)
     with pytest.raises(ValueError, match="episode index must be an integer >= 0, got 2.5"):
         write_episode(tiny_dataset, 2.5, ds[0], ds.meta, seed=0, policy="random")
+
+
+def test_an_unknown_env_id_is_a_one_line_cli_error(tmp_path, capsys):
+    from imaginegym.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["collect", "--env", "NoSuchEnv-v0", "--episodes", "1", "--out", str(tmp_path / "d")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "imaginegym collect: error: cannot make env 'NoSuchEnv-v0'" in err and "imaginegym/DMC-v0" in err and "Traceback" not in err

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from gymnasium import spaces
+
 from imaginegym.cli import main
-from imaginegym.data import EpisodeDataset
+from imaginegym.data import DatasetMeta, Episode, EpisodeDataset, write_episode
 from imaginegym.models.tokenizer import TokenizerConfig
 from imaginegym.training import tokenizer_trainer
 from imaginegym.training.checkpoint import load_checkpoint, save_checkpoint
@@ -150,7 +152,6 @@ def test_tokenizer_trains_the_same_from_memory_and_from_disk(tiny_dataset, tmp_p
 
 
 def test_median_background_comes_from_the_training_frames_and_survives_the_checkpoint(tiny_dataset, tmp_path):
-    from imaginegym.data import EpisodeDataset
     from imaginegym.models.tokenizer import float_to_pixels
     from imaginegym.training.pipeline import load_tokenizer
 
@@ -293,3 +294,40 @@ def test_a_full_disk_while_saving_a_checkpoint_says_so_and_keeps_the_old_one(sma
     assert f"could not write {disk / 'dynamics.pt'}: " in message and message.endswith("the previous dynamics.pt is intact")
     assert "no space left on device" in message or "file too large" in message
     assert step == "1"
+
+
+def test_damaged_checkpoints_files_as_out_and_foreign_eval_data_get_one_line_errors(tiny_dataset, tmp_path, capsys, monkeypatch):
+    from conftest import write_tiny_dataset
+
+    run = tmp_path / "run"
+    flags = ["--tokenizer-steps", "2", "--dynamics-steps", "2", *TINY_FLAGS]
+    assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(run), *flags]) == 0
+    (tmp_path / "notes.txt").write_text("keep me")
+    assert "--out " + str(tmp_path / "notes.txt") + " is a file" in cli_error(capsys, ["train", "world-model", "--data", tiny_dataset,
+                                                                                       "--out", str(tmp_path / "notes.txt"), *flags])
+    (run / "dynamics.pt").write_bytes(b"junk")
+    error = cli_error(capsys, ["train", "world-model", "--data", tiny_dataset, "--out", str(run), *flags])
+    assert "dynamics.pt is not an imaginegym training checkpoint" in error and "Delete it to train that stage again" in error
+    other = write_tiny_dataset(tmp_path / "other", episodes=1)
+    big = DatasetMeta(env_id="imaginegym/DMC-v0", task="reacher-easy", observation_space=spaces.Box(0, 255, (24, 24, 3), np.uint8),
+                      action_space=spaces.Box(-1, 1, (2,), np.float32), action_repeat=2, size=24)
+    write_episode(tmp_path / "reacher", 0, Episode(np.zeros((21, 24, 24, 3), np.uint8), np.zeros((20, 2), np.float32), np.zeros(20),
+                                                   np.zeros(20, bool), np.zeros(20, bool)), big, seed=0, policy="random")
+    model = str(tmp_path / "model.safetensors")
+    shutil.copy(run / "world_model.safetensors", model)
+    error = cli_error(capsys, ["eval", "world-model", model, "--data", str(tmp_path / "reacher"), "--train-data", other, "--device", "cpu"])
+    assert "holds reacher-easy episodes" in error and "give held-out episodes of the model's own env" in error
+    assert "give --train-data" in cli_error(capsys, ["eval", "world-model", model, "--data", other, "--device", "cpu"])
+
+
+def test_ctrl_c_during_training_says_how_to_resume(tiny_dataset, tmp_path, capsys, monkeypatch):
+    from imaginegym.training import pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "train_tokenizer", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "world-model", "--data", tiny_dataset, "--out", str(tmp_path / "run"), *TINY_FLAGS])
+    assert exit_info.value.code == 130
+    assert "interrupted; what finished is kept: run the same command again to resume" in capsys.readouterr().err

@@ -137,7 +137,15 @@ def train_agent(config: AgentConfig, out: str | os.PathLike, world_model=None, p
             raise ValueError(f"{out} holds an agent run with other settings ({'; '.join(changed)}): resume it with its settings "
                              "(only steps may grow) or choose another output directory")
     write_json_atomic(run_file, asdict(config))
+    threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
+    try:
+        return _train(config, out, world_model, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: AgentConfig, out: Path, world_model, progress: bool) -> AgentPolicy:
     env = make_env(config, world_model)
     model = make_algorithm(config, env, out)
     if (out / CHECKPOINT_FILE).is_file():

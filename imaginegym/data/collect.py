@@ -77,7 +77,13 @@ class CollectConfig:
         use_egl_if_headless()
         options = {"task": self.task, "size": self.size, "action_repeat": self.action_repeat}
         kwargs = {key: value for key, value in options.items() if value is not None}
-        return gym.make(self.env_id, max_episode_steps=self.max_episode_steps, **kwargs)
+        try:
+            return gym.make(self.env_id, max_episode_steps=self.max_episode_steps, **kwargs)
+        except gym.error.Error as error:  # an unknown id, a missing dependency: Gymnasium's own message, then ours
+            raise ValueError(
+                f"cannot make env {self.env_id!r}: {error} Give a registered Gymnasium id with "
+                "pixel observations, e.g. imaginegym/DMC-v0 (the default) with --task"
+            ) from error
 
 
 def check_count(name: str, value: object, minimum: int = 1) -> None:
@@ -179,8 +185,13 @@ def _record_in_worker(root: Path, config: CollectConfig, index: int) -> int:
     return record_episode(root, _worker_env, config, index)
 
 
-def pending_episodes(root: Path, config: CollectConfig, episodes: int, resume: bool) -> list[int]:
-    """Indices in `range(episodes)` still to collect into `root`.
+def pending_episodes(
+    root: Path, config: CollectConfig, episodes: int, resume: bool, first: int = 0
+) -> list[int]:
+    """Indices in `range(first, first + episodes)` still to collect into `root`.
+
+    Only the shards of that range must match `config` (seed, policy, time limit): a
+    dataset may hold runs of other policies beside it, e.g. a model-based loop's.
 
     With `resume`, a missing `dataset.json` is written again from a shard's attributes.
 
@@ -191,8 +202,9 @@ def pending_episodes(root: Path, config: CollectConfig, episodes: int, resume: b
     """
     check_dataset_dir(root)
     entries = [p.name for p in root.iterdir() if not is_temp(p.name)] if root.exists() else []
+    wanted = range(first, first + episodes)
     if not entries:
-        return list(range(episodes))
+        return list(wanted)
     if not resume:
         raise DatasetError(
             f"{root} already exists and is not empty: pass --resume (resume=True) to "
@@ -209,9 +221,9 @@ def pending_episodes(root: Path, config: CollectConfig, episodes: int, resume: b
         ensure_meta(root, read_shard_meta(root / shards[0]))
     meta = read_meta(root)
     shards = load_index(root, meta)
-    _check_resumable(root, config, meta, shards)
+    _check_resumable(root, config, meta, [shard for shard in shards if shard.episode in wanted])
     done = {shard.episode for shard in shards}
-    return [i for i in range(episodes) if i not in done]
+    return [i for i in wanted if i not in done]
 
 
 def _check_resumable(
@@ -254,12 +266,15 @@ def collect(
     workers: int = 1,
     resume: bool = False,
     progress: bool = True,
+    first: int = 0,
 ) -> EpisodeDataset:
-    """Collect episodes `0 .. episodes-1` of `config` into the dataset directory `out`.
+    """Collect episodes `first .. first+episodes-1` of `config` into the dataset directory `out`.
 
     With `workers > 1` episodes run in that many spawned processes (never forked: a
     child forked after EGL is up cannot render), each reusing one env. With `resume`
     only missing episodes are collected, after checking the dataset's settings match.
+    Episode i uses seed `config.seed + i` whatever `first` is, so ranges collected with
+    other policies (`first` > 0) never repeat another range's seeds.
 
     Returns:
         The dataset, opened for reading.
@@ -276,8 +291,9 @@ def collect(
     """
     check_count("episodes", episodes)
     check_count("workers", workers)
+    check_count("first", first, minimum=0)
     root = Path(out)
-    todo = pending_episodes(root, config, episodes, resume)
+    todo = pending_episodes(root, config, episodes, resume, first)
     with tqdm(total=episodes, initial=episodes - len(todo), unit="episode",
               desc=f"collect {config.task or config.env_id}", disable=not progress) as bar:
         if workers > 1 and len(todo) > 1:

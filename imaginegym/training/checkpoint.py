@@ -32,7 +32,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
-        raise ValueError(f"{path} is not an imaginegym training checkpoint ({type(error).__name__}: {error})") from error
+        raise ValueError(f"{path} is not an imaginegym training checkpoint ({type(error).__name__}: {error}): it is damaged or another "
+                         f"program's file. Delete it to train that stage again from its start, or start the run over (--restart)") from error
     if not isinstance(state, dict) or "config_json" not in state:
-        raise ValueError(f"{path} is not an imaginegym training checkpoint (no configuration inside)")
+        raise ValueError(f"{path} is not an imaginegym training checkpoint (no configuration inside): delete it to train that stage "
+                         "again from its start, or start the run over (--restart)")
     return state, json.loads(state.pop("config_json"))

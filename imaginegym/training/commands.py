@@ -137,11 +137,19 @@ def run_eval(args: argparse.Namespace) -> int:
         if run_dir is None or not (run_dir / "tokenizer.pt").exists():
             raise ValueError("give --train-data (the training dataset) for the mean-frame baseline")
         train_data = load_checkpoint(run_dir / "tokenizer.pt")[1]["data"]
+        if not Path(train_data).exists():
+            raise ValueError(f"the run's training dataset {train_data} (recorded in {run_dir / 'tokenizer.pt'}) is not there from here: "
+                             "give --train-data (the training dataset) for the mean-frame baseline")
     out = Path(args.out) if args.out else (run_dir / "eval" if run_dir else Path(f"eval-{Path(args.model).stem}"))
     out.mkdir(parents=True, exist_ok=True)
+    heldout = EpisodeDataset(args.data)
+    if heldout.observation_space != model.observation_space or heldout.action_space != model.action_space:
+        raise ValueError(f"--data {args.data} holds {heldout.task or heldout.env_id} episodes ({heldout.observation_space}, actions "
+                         f"{heldout.action_space}), but the model imagines {model.env_spec.task} ({model.observation_space}, actions "
+                         f"{model.action_space}): give held-out episodes of the model's own env")
     mean_frame, median_frame = frame_statistics(EpisodeDataset(train_data))
     results, rollouts = evaluate_world_model(
-        model, EpisodeDataset(args.data), mean_frame, median_frame, tuple(args.horizons), args.context,
+        model, heldout, mean_frame, median_frame, tuple(args.horizons), args.context,
         tuple(args.denoise_steps), args.per_episode, args.seed,
     )
     results.update({"model": str(args.model), "data": str(args.data), "train_data": str(train_data),

@@ -113,6 +113,8 @@ def claim_run_dir(out: Path, dataset: EpisodeDataset, restart: bool = False) -> 
     Raises:
         ValueError: ``out`` holds a run on another dataset and ``restart`` is False.
     """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a run directory: choose another path")
     identity = dataset_identity(dataset)
     recorded = None
     if (out / RUN_FILE).is_file():

@@ -68,7 +68,7 @@ def train_tokenizer(data: str, out: str, tokenizer: TokenizerConfig, optim: Opti
         model.set_background(sample_frames(dataset, BACKGROUND_FRAMES, 1, torch.Generator().manual_seed(optim.seed)))
     lpips = load_lpips(required=require_lpips, device=dev)
     objective = TokenizerObjective(model, lpips).to(dev)
-    loop = TrainingLoop("tokenizer", model, objective, optim, Path(out), {"tokenizer": asdict(tokenizer), "data": str(data)}, context, dev)
+    loop = TrainingLoop("tokenizer", model, objective, optim, Path(out), {"tokenizer": asdict(tokenizer), "data": str(Path(data).resolve())}, context, dev)
     objective.step = loop.step
     source = dataset
     if loop.step < optim.steps and InMemoryEpisodes.nbytes(dataset) <= frames_in_memory_bytes:

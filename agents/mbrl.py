@@ -1,0 +1,211 @@
+"""A model-based loop: collect real episodes with the current policy, update the world model on all data so
+far, train the policy in imagination from real starts, repeat.
+
+    imaginegym agent mbrl --task cartpole-swingup --real-steps 50000 --out runs/mbrl
+
+Everything lives in OUT: ``data/`` (every real episode, the first ones from Ornstein-Uhlenbeck noise, then
+each iteration's from its policy), ``world_model/`` (one training run that continues on the grown dataset),
+``agent/`` (one PPO run that continues in each new imagined env), ``policies/`` (the policy each iteration
+collected with), ``loop.json`` (finished phases and the curve), ``curve.png`` and TensorBoard logs. Every
+real env step of the data counts; evaluation episodes (deterministic, not kept) do not. Killed at any
+moment, the same command resumes from the last finished phase, and each phase from its own checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from torch.utils.tensorboard import SummaryWriter
+
+from imaginegym.agents.sb3.config import AgentConfig
+from imaginegym.agents.sb3.evaluate import evaluate_policy
+from imaginegym.agents.sb3.policy import AgentPolicy
+from imaginegym.agents.sb3.train import train_agent
+from imaginegym.data import CollectConfig, EpisodeDataset, collect
+from imaginegym.data.atomic import write_json_atomic
+from imaginegym.training.loop import OptimConfig
+from imaginegym.training.pipeline import train_world_model
+from imaginegym.training.recipes import cartpole_recipe
+
+PHASES = ("collect", "world_model", "agent", "evaluate")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """One model-based run; each field is one `imaginegym agent mbrl` flag."""
+
+    task: str = "cartpole-swingup"  # a dm_control task as domain-task
+    size: int = 64  # frame size in pixels
+    max_episode_steps: int | None = None  # cut real episodes after this many steps (None: the task's own limit, 500)
+    real_steps: int = 50_000  # real env steps (agent steps) of data in all, every one counted (x action repeat 2 = frames)
+    initial_episodes: int = 10  # Ornstein-Uhlenbeck noise episodes before the first model
+    episodes_per_iteration: int = 10  # real episodes each iteration collects with its policy
+    tokenizer_steps_first: int = 3000  # tokenizer updates on the first data
+    tokenizer_steps_per_iteration: int = 500  # more tokenizer updates after each collection
+    dynamics_steps_first: int = 8000  # dynamics updates on the first data
+    dynamics_steps_per_iteration: int = 2000  # more dynamics updates after each collection
+    agent_steps_per_iteration: int = 150_000  # imagined env steps of PPO per iteration
+    horizon: int = 32  # imagined episode length, from real contexts of the data
+    num_envs: int = 32  # imagined envs stepped together
+    eval_episodes: int = 3  # deterministic real episodes per iteration (not kept, not counted)
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 1  # collection processes
+
+    def __post_init__(self):
+        if self.max_episode_steps is not None and self.max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps={self.max_episode_steps} must be >= 1 (or None: the task's own limit)")
+        for name in ("size", "real_steps", "initial_episodes", "episodes_per_iteration", "tokenizer_steps_first", "dynamics_steps_first",
+                     "agent_steps_per_iteration", "horizon", "num_envs", "eval_episodes", "workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be an integer >= 1")
+        for name in ("tokenizer_steps_per_iteration", "dynamics_steps_per_iteration"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+
+
+class ModelBasedLoop:
+    """Runs `LoopConfig` in ``out``, resuming from ``out/loop.json``."""
+
+    def __init__(self, config: LoopConfig, out: str | Path, progress: bool = True):
+        self.config, self.out, self.progress = config, Path(out), progress
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.state_file = self.out / "loop.json"
+        if self.state_file.is_file():
+            self.state = json.loads(self.state_file.read_text())
+            if self.state["config"] != {k: v for k, v in json.loads(json.dumps(asdict(config))).items() if k != "device"}:
+                raise ValueError(f"{out} holds a loop with other settings ({self.state['config']}): resume with those, or choose another --out")
+        else:
+            self.state = {"config": {k: v for k, v in asdict(config).items() if k != "device"}, "done": [], "curve": [], "wall_s": 0.0}
+        self.data, self.world_model, self.agent = self.out / "data", self.out / "world_model", self.out / "agent"
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _done(self, iteration: int, phase: str) -> bool:
+        return [iteration, phase] in self.state["done"]
+
+    def _finish(self, iteration: int, phase: str, started: float) -> None:
+        self.state["done"].append([iteration, phase])
+        self.state["wall_s"] += time.time() - started
+        write_json_atomic(self.state_file, self.state)
+
+    def real_steps(self) -> int:
+        return int(EpisodeDataset(self.data).lengths.sum()) if (self.data / "dataset.json").is_file() else 0
+
+    def episodes_before(self, iteration: int) -> int:
+        c = self.config
+        return 0 if iteration == 0 else c.initial_episodes + (iteration - 1) * c.episodes_per_iteration
+
+    def iterations(self) -> int:
+        """Iterations whose data together reach ``real_steps`` (episodes of the task's full length)."""
+        c = self.config
+        steps_per_episode = max(1, int(EpisodeDataset(self.data).lengths.max()))
+        extra = max(0, c.real_steps - c.initial_episodes * steps_per_episode)
+        return 1 + math.ceil(extra / (c.episodes_per_iteration * steps_per_episode))
+
+    # ------------------------------------------------------------------ phases
+    def collect(self, iteration: int) -> None:
+        c = self.config
+        if iteration == 0:
+            config, episodes = self.collect_config("ou"), c.initial_episodes
+        else:
+            source = AgentPolicy.load(self.agent / "policy").source(self.out / "policies" / f"iteration_{iteration:03d}")
+            config, episodes = self.collect_config(source), c.episodes_per_iteration
+        collect(self.data, config, episodes, workers=c.workers, resume=True, progress=self.progress, first=self.episodes_before(iteration))
+
+    def collect_config(self, policy) -> CollectConfig:
+        c = self.config
+        return CollectConfig(task=c.task, policy=policy, seed=c.seed * 1_000_000, size=c.size, max_episode_steps=c.max_episode_steps)
+
+    def train_world_model(self, iteration: int) -> None:
+        c = self.config
+        tokenizer, dynamics, shortcut, lengths = cartpole_recipe()
+        tokenizer = replace(tokenizer, image_size=c.size)
+        tokenizer_steps = c.tokenizer_steps_first + iteration * c.tokenizer_steps_per_iteration
+        dynamics_steps = c.dynamics_steps_first + iteration * c.dynamics_steps_per_iteration
+        train_world_model(
+            str(self.data), str(self.world_model), tokenizer,
+            OptimConfig(steps=tokenizer_steps, batch_size=32, lr=1e-3, warmup_steps=100, use_ema=False, seed=c.seed), dynamics,
+            OptimConfig(steps=dynamics_steps, batch_size=64, lr=1e-3, warmup_steps=200, seed=c.seed), shortcut,
+            replace(lengths, rollout_start=c.dynamics_steps_first // 2), c.device,
+        )
+
+    def agent_config(self, iteration: int) -> AgentConfig:
+        c = self.config
+        return AgentConfig(env=f"imagined:{self.world_model}", steps=(iteration + 1) * c.agent_steps_per_iteration, num_envs=c.num_envs,
+                           horizon=c.horizon, start_data=str(self.data), seed=c.seed, device=c.device)
+
+    def evaluate(self, iteration: int) -> dict:
+        c = self.config
+        dataset = EpisodeDataset(self.data)
+        first = self.episodes_before(iteration)
+        collected = [float(dataset.read(i, "rewards").sum()) for i, e in enumerate(dataset.episode_ids) if e >= first]
+        result = evaluate_policy(AgentPolicy.load(self.agent / "policy"), c.eval_episodes, seed=10_000_000 + 1000 * iteration,
+                                 device=c.device, progress=self.progress, gif=self.out / "eval" / f"iteration_{iteration:03d}.gif")
+        summary = result.summary()
+        return {"iteration": iteration, "real_steps": self.real_steps(), "collected_return_mean": float(np.mean(collected)),
+                "eval_return_mean": summary["real_mean"], "eval_return_std": summary["real_std"],
+                "imagined_return_mean": summary["imagined_mean"], "wall_s": self.state["wall_s"]}
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> list[dict]:
+        """Iterate until the data holds ``real_steps``; returns the curve (one point per iteration)."""
+        iteration = 0
+        while True:
+            for phase in PHASES:
+                if self._done(iteration, phase):
+                    continue
+                started = time.time()
+                if phase == "collect":
+                    self.collect(iteration)
+                elif phase == "world_model":
+                    self.train_world_model(iteration)
+                elif phase == "agent":
+                    train_agent(self.agent_config(iteration), self.agent, progress=self.progress)
+                else:
+                    point = self.evaluate(iteration)
+                    self.state["curve"].append(point)
+                    self.log(point)
+                self._finish(iteration, phase, started)
+            iteration += 1
+            if iteration >= self.iterations():
+                return self.state["curve"]
+
+    def log(self, point: dict) -> None:
+        frames = point["real_steps"] * 2  # action repeat 2 (the DMC default)
+        with SummaryWriter(self.out / "tensorboard" / "loop") as writer:
+            for key in ("collected_return_mean", "eval_return_mean", "imagined_return_mean"):
+                writer.add_scalar(f"loop/{key}", point[key], frames)
+        print(f"iteration {point['iteration']}: {point['real_steps']} real steps, collected return {point['collected_return_mean']:.1f}, "
+              f"eval {point['eval_return_mean']:.1f} ± {point['eval_return_std']:.1f} (imagined {point['imagined_return_mean']:.1f}), "
+              f"{point['wall_s'] / 60:.1f} min")
+        plot_curve(self.state["curve"], self.out / "curve.png")
+
+
+def plot_curve(curve: list[dict], path: Path, baseline: list[tuple[int, float]] | None = None) -> Path:
+    """Real return against real env frames: evaluation and collection returns of each iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = [2 * p["real_steps"] for p in curve]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.errorbar(frames, [p["eval_return_mean"] for p in curve], yerr=[p["eval_return_std"] for p in curve], marker="o", label="evaluation (deterministic)")
+    ax.plot(frames, [p["collected_return_mean"] for p in curve], marker=".", label="collection episodes")
+    ax.plot(frames, [p["imagined_return_mean"] for p in curve], linestyle="--", label="imagined (same starts)")
+    if baseline:
+        ax.plot(*zip(*baseline), marker="x", label="model-free baseline")
+    ax.set_xlabel("real env frames")
+    ax.set_ylabel("return (500 steps)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,51 @@
+"""The model-based loop: every phase on tiny settings, every real step counted, resumed after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from imaginegym.agents.mbrl import LoopConfig, ModelBasedLoop
+from imaginegym.data import EpisodeDataset
+
+TINY = dict(size=16, max_episode_steps=20, real_steps=60, initial_episodes=2, episodes_per_iteration=1, tokenizer_steps_first=4,
+            tokenizer_steps_per_iteration=2, dynamics_steps_first=6, dynamics_steps_per_iteration=2, agent_steps_per_iteration=64,
+            horizon=8, num_envs=4, eval_episodes=1, device="cpu")
+RUN = "import sys\nfrom imaginegym.agents.mbrl import LoopConfig, ModelBasedLoop\nModelBasedLoop(LoopConfig(**{tiny}), sys.argv[1], progress=False).run()\n"
+
+
+def test_loop_killed_mid_run_resumes_from_its_last_finished_phase(tmp_path):
+    out = tmp_path / "loop"
+    code = RUN.format(tiny=repr(TINY))
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    process = subprocess.Popen([sys.executable, "-c", code, str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and process.poll() is None:
+            state = json.loads((out / "loop.json").read_text()) if (out / "loop.json").is_file() else {"done": []}
+            if [0, "agent"] in state["done"]:
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        os.killpg(process.pid, signal.SIGKILL)  # mid-run: in the first evaluation, or the second collection
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finished = json.loads((out / "loop.json").read_text())["done"]
+    assert finished[:3] == [[0, "collect"], [0, "world_model"], [0, "agent"]]
+    curve = ModelBasedLoop(LoopConfig(**TINY), out, progress=False).run()  # resumes, then finishes
+    state = json.loads((out / "loop.json").read_text())
+    assert state["done"][:3] == finished[:3] and len(state["done"]) == len({tuple(d) for d in state["done"]})  # nothing repeated
+    dataset = EpisodeDataset(out / "data")
+    assert dataset.episode_ids == [0, 1, 2] and [s.policy for s in dataset.shards][:2] == ["ou", "ou"]
+    assert dataset.shards[2].policy == f"agent:{out / 'policies' / 'iteration_001'}"  # iteration 1 collects with iteration 0's policy
+    assert [p["real_steps"] for p in curve] == [40, 60]  # every real step of the data, the OU episodes' too
+    assert (out / "curve.png").stat().st_size > 0 and (out / "agent" / "policy" / "policy.json").is_file()
+    with pytest.raises(ValueError, match="holds a loop with other settings"):
+        ModelBasedLoop(LoopConfig(**{**TINY, "horizon": 16}), out)
