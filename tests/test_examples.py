@@ -110,3 +110,17 @@ def test_rollout_grid_benchmark_writes_one_block_per_start(tiny_dataset, tiny_wo
     assert result.returncode == 0, result.stderr
     image = iio.imread(out)
     assert image.shape == (2 * 3 * 16 + 4, 2 * 16, 3)  # 2 starts x (real + 2 models) rows of 16 pixels, one gap
+
+
+def test_train_in_imagination(tiny_world_model_path, tmp_path):
+    out = run_example("train_in_imagination.py", "--world-model", tiny_world_model_path, "--steps", "64", "--num-envs", "4",
+                      "--horizon", "8", "--episodes", "1", "--out", str(tmp_path / "run"), "--device", "cpu")
+    assert "real return" in out and "imagined" in out
+    assert (tmp_path / "run" / "policy" / "policy.json").is_file() and iio.imread(tmp_path / "run" / "eval.gif").shape[-2] == 32
+
+
+def test_reliability_probe_runs_a_case_and_reports_it(tmp_path):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "reliability_probe.py"), "--only", "dmc-action-left",
+                             "--markdown", str(tmp_path / "r.md")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "clear error" in result.stdout and "| dmc-action-left" in (tmp_path / "r.md").read_text()

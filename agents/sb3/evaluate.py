@@ -63,6 +63,7 @@ def run_real(policy: AgentPolicy, env, seed: int, frames: list | None = None) ->
 
 def run_imagined(policy: AgentPolicy, env, first_frame: np.ndarray, steps: int, seed: int, frames: list | None = None) -> float:
     """``steps`` imagined steps from ``first_frame`` under the policy; returns the imagined return."""
+    env.max_episode_steps = steps  # as long as the real episode, whatever the model's own episode length
     obs, _ = env.reset(seed=seed, options={"context_frames": first_frame[None]})
     if frames is not None:
         frames.append(env.render())
@@ -72,7 +73,7 @@ def run_imagined(policy: AgentPolicy, env, first_frame: np.ndarray, steps: int, 
         total += float(reward)
         if frames is not None:
             frames.append(env.render())
-        if terminated:
+        if terminated or truncated:
             break
     return total
 
@@ -83,7 +84,7 @@ def evaluate_policy(policy: AgentPolicy, episodes: int = 10, seed: int = 0, imag
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes={episodes!r}: use an integer >= 1")
     real_env = policy.real_env(device)
-    imagined_env = policy.imagined_env(device=device, max_episode_steps=None) if imagined else None
+    imagined_env = policy.imagined_env(device=device) if imagined else None
     result = Evaluation([], [], [])
     real_frames, imagined_frames = ([], []) if gif else (None, None)
     for i in tqdm(range(episodes), desc="evaluate", unit="episode", disable=not progress):
