@@ -31,6 +31,7 @@ from imaginegym.data.atomic import write_json_atomic
 from imaginegym.training.loop import OptimConfig
 from imaginegym.training.pipeline import train_world_model
 from imaginegym.training.recipes import cartpole_recipe
+from imaginegym.validation import check_count
 
 PHASES = ("collect", "world_model", "agent", "evaluate")
 
@@ -62,9 +63,7 @@ class LoopConfig:
             raise ValueError(f"max_episode_steps={self.max_episode_steps} must be >= 1 (or None: the task's own limit)")
         for name in ("size", "real_steps", "initial_episodes", "episodes_per_iteration", "tokenizer_steps_first", "dynamics_steps_first",
                      "agent_steps_per_iteration", "horizon", "num_envs", "eval_episodes", "workers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be an integer >= 1")
+            check_count(name, getattr(self, name))
         for name in ("tokenizer_steps_per_iteration", "dynamics_steps_per_iteration"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")

@@ -838,7 +838,7 @@ write_episode(DATA, 3, episode, meta, seed=3, policy="random")
              "--dynamics-k-max", "6"], match=r"k.max.*6.*power", post=no_file("run/tokenizer.pt")))
     add(Case("train-lr-nan", "training", "`--dynamics-lr nan`", cli=[*train, "@D", "--out", "run", *TINY_TRAIN, "--dynamics-lr", "nan"],
              match=r"lr.*nan|nan.*lr", post=no_file("run/tokenizer.pt")))
-    long_training = [*train, "data", "--out", "run", *TINY_TRAIN, "--tokenizer-steps", "300", "--tokenizer-checkpoint-every", "50"]
+    long_training = [*train, "data", "--out", "run", *TINY_TRAIN, "--tokenizer-steps", "3000", "--tokenizer-checkpoint-every", "50"]
     evaluate = ["eval", "world-model"]
     add(Case("eval-horizons-0", "training", "`eval world-model --horizons 0`", cli=[*evaluate, "@R", "--data", "@D", "--horizons", "0"],
              match=r"horizons.*0"))
@@ -860,7 +860,7 @@ write_episode(DATA, 3, episode, meta, seed=3, policy="random")
              cli=[*evaluate, "@R", "--data", "@D3", "--train-data", "@D", "--context", "2", "--horizons", "1", "--denoise-steps", "1",
                   "--per-episode", "1", "--out", "ev"], match=r"(reacher|24).*(cartpole|16)|(cartpole|16).*(reacher|24)"))
     add(Case("train-interrupted-resumes", "training", "Ctrl-C during `train world-model`, then the same command again: it resumes and exports",
-             setup=lambda ctx: ctx.copy("D", "data"), timeout=300, cli=long_training, driver=ctrl_c_after("train tokenizer:"),
+             setup=lambda ctx: ctx.copy("D", "data"), timeout=300, cli=long_training, driver=ctrl_c_after("train tokenizer:", delay=1.0),
              rcs=(130,), prefix=r"(?i)interrupt", match=r"resume|again|same command",
              post=then_cli(long_training, "run/world_model.safetensors")))
     add(Case("eval-truncated-model", "training", "`eval world-model` of a world_model.safetensors cut in half",

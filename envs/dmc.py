@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any
 
 from imaginegym.resources import check_fits
+from imaginegym.validation import check_count
 
 from .headless import check_fork_safe_gl, use_egl_if_headless
 
@@ -239,10 +240,9 @@ WORKER_BYTES = 370 * 2**20  # measured per spawned worker process (Python, MuJoC
 
 def check_num_envs(num_envs: Any, per_env: int, what: str) -> int:
     """``num_envs`` as an int, if it is one >= 1 and that many envs fit in memory, else a ValueError saying why."""
-    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-        raise ValueError(f"num_envs={num_envs!r}: use an integer >= 1")
-    check_fits(int(num_envs), per_env, what=what)
-    return int(num_envs)
+    num_envs = check_count("num_envs", num_envs)
+    check_fits(num_envs, per_env, what=what)
+    return num_envs
 
 
 def make_vector_env(num_envs: int = 1, **kwargs: Any) -> gym.vector.AsyncVectorEnv:

@@ -36,6 +36,7 @@ from imaginegym.models import noise
 from imaginegym.models.dynamics import KVCache
 from imaginegym.resources import check_fits
 from imaginegym.world_model import WorldModel, resolve_device
+from imaginegym.validation import check_count
 
 OBS_MODES = ("pixels", "latent")
 RENDER_FPS = 30  # frames per second of recorded videos; the model does not know the task's timestep
@@ -62,13 +63,6 @@ def latent_space(world_model: WorldModel) -> spaces.Box:
 
 
 CHUNK = 1024  # frames encoded or decoded per tokenizer call: bounds the activations whatever the number of envs
-
-
-def check_count(name: str, value: Any) -> int:
-    """An integer >= 1 (numpy integers too, not bools or floats), else a ValueError naming it."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}={value!r}: use an integer >= 1")
-    return int(value)
 
 
 def memory_per_env(world_model: WorldModel, obs_mode: str) -> int:

@@ -9,7 +9,7 @@ import torch
 from imaginegym.agents.sb3 import AgentConfig, AgentPolicy, PolicyFile, evaluate_policy, train_agent
 from imaginegym.agents.sb3.train import CHECKPOINT_FILE
 from imaginegym.cli import main
-from imaginegym.data import CollectConfig, EpisodeDataset, collect
+from imaginegym.data import CollectConfig, collect
 
 TINY = {"num_envs": 4, "horizon": 8, "ppo_rollout_steps": 8, "ppo_batch_size": 16, "ppo_epochs": 1, "net_arch": (16,),
         "device": "cpu", "checkpoint_every": 32}

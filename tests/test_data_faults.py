@@ -301,10 +301,10 @@ def test_a_damaged_chunk_names_shard_episode_key_rows_and_fix(tiny_dataset):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"episodes": 0}, "episodes must be an integer >= 1, got 0"),
-        ({"episodes": 2.5}, "episodes must be an integer >= 1, got 2.5"),
-        ({"workers": 2.5}, "workers must be an integer >= 1, got 2.5"),
-        ({"workers": 0}, "workers must be an integer >= 1, got 0"),
+        ({"episodes": 0}, "episodes=0 must be an integer >= 1"),
+        ({"episodes": 2.5}, "episodes=2.5 must be an integer >= 1"),
+        ({"workers": 2.5}, "workers=2.5 must be an integer >= 1"),
+        ({"workers": 0}, "workers=0 must be an integer >= 1"),
     ],
 )
 def test_collect_refuses_bad_counts(tmp_path, kwargs, message):
@@ -315,8 +315,8 @@ def test_collect_refuses_bad_counts(tmp_path, kwargs, message):
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
-    [("seed", -1, "seed must be an integer >= 0, got -1"), ("size", 0, "size must be an integer >= 1"),
-     ("max_episode_steps", 2.5, "max_episode_steps must be an integer >= 1, got 2.5")],
+    [("seed", -1, "seed=-1 must be an integer >= 0"), ("size", 0, "size=0 must be an integer >= 1"),
+     ("max_episode_steps", 2.5, "max_episode_steps=2.5 must be an integer >= 1")],
 )
 def test_collect_config_refuses_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -389,10 +389,10 @@ def test_a_shard_removed_after_opening_is_named(tiny_dataset):
 
 
 def test_other_bad_arguments(tiny_dataset):
-    with pytest.raises(ValueError, match="max_open_files must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="max_open_files=0 must be an integer >= 1"):
         EpisodeDataset(tiny_dataset, max_open_files=0)
     ds = EpisodeDataset(tiny_dataset)
-    with pytest.raises(ValueError, match="episode index must be an integer >= 0, got 2.5"):
+    with pytest.raises(ValueError, match="episode=2.5 must be an integer >= 0"):
         write_episode(tiny_dataset, 2.5, ds[0], ds.meta, seed=0, policy="random")
 
 

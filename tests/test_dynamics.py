@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from imaginegym.models import noise
 from imaginegym.models.dynamics import Dynamics, DynamicsConfig, sliding_causal_mask
 from imaginegym.models.shortcut import ShortcutConfig, shortcut_forcing_loss
 

@@ -280,7 +280,7 @@ def test_actions_that_are_not_numbers_and_fractional_env_counts_are_refused(tiny
         with pytest.raises(ValueError, match=r"are not numbers: the world model expects floats of shape \(1,\)"):
             env.step(action)
     for num_envs in (2.5, 0, -1, True, "2"):
-        with pytest.raises(ValueError, match=f"num_envs={num_envs!r}: use an integer >= 1"):
+        with pytest.raises(ValueError, match=f"num_envs={num_envs!r} must be an integer >= 1"):
             imaginegym.make_vec("imaginegym/Imagined-v0", num_envs=num_envs, world_model=tiny_world_model)
     assert imaginegym.make_vec("imaginegym/Imagined-v0", num_envs=np.int64(2), world_model=tiny_world_model).num_envs == 2
 
@@ -351,7 +351,7 @@ def test_frame_stacks_are_filled_from_the_context_and_match_the_real_twins_space
     assert any((stacked[-1] == episode.frames).all(axis=(1, 2, 3)).any() for episode in EpisodeDataset(tiny_dataset))  # a real frame
     real = real_twin(tiny_world_model, "latent", frame_stack=3)
     assert real.observation_space == env.observation_space and real.action_space == env.action_space
-    with pytest.raises(ValueError, match="frame_stack=0: use an integer >= 1"):
+    with pytest.raises(ValueError, match="frame_stack=0 must be an integer >= 1"):
         ImaginationEnv(tiny_world_model, frame_stack=0)
     with pytest.raises(DatasetError, match="no dataset at"):
         ImaginationEnv(tiny_world_model, start_dataset="no/such/data")

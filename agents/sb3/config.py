@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imaginegym.validation import check_count
+
 ALGORITHM_NAMES = ("ppo", "sac")
 ACTIVATION_NAMES = ("Tanh", "ReLU", "ELU")
 WORLDS = ("imagined", "real")
@@ -48,9 +50,7 @@ class AgentConfig:
             raise ValueError(f"activation={self.activation!r}: use one of {', '.join(ACTIVATION_NAMES)}")
         for name in ("threads", "frame_stack", "steps", "num_envs", "horizon", "checkpoint_every", "ppo_rollout_steps", "ppo_batch_size",
                      "ppo_epochs", "sac_buffer_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be an integer >= 1")
+            check_count(name, getattr(self, name))
         if not self.lr > 0 or not 0 < self.gamma <= 1:
             raise ValueError(f"lr={self.lr} must be > 0 and gamma={self.gamma} in (0, 1]")
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from imaginegym.data.atomic import write_json_atomic
 from imaginegym.agents.sb3.policy import AgentPolicy
+from imaginegym.validation import check_count
 
 
 @dataclass
@@ -81,8 +82,7 @@ def run_imagined(policy: AgentPolicy, env, first_frame: np.ndarray, steps: int, 
 def evaluate_policy(policy: AgentPolicy, episodes: int = 10, seed: int = 0, imagined: bool = True, gif: str | os.PathLike | None = None,
                     device: str = "auto", progress: bool = True) -> Evaluation:
     """Mean, std and per-episode returns of ``policy`` in the real env and (``imagined``) in its imagined twin."""
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes={episodes!r}: use an integer >= 1")
+    check_count("episodes", episodes)
     real_env = policy.real_env(device)
     imagined_env = policy.imagined_env(device=device) if imagined else None
     result = Evaluation([], [], [])

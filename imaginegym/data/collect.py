@@ -10,7 +10,6 @@ never on the number of workers, on scheduling, or on being interrupted and resum
 
 from __future__ import annotations
 
-import numbers
 import os
 import signal
 import threading
@@ -32,6 +31,7 @@ from imaginegym.data.format import METADATA_FILE, DatasetError, WorkerDiedError,
 from imaginegym.data.meta import DatasetMeta, ensure_meta, read_meta
 from imaginegym.data.policies import Policy, PolicySource, check_policy_name, make_policy, policy_name
 from imaginegym.data.shard import Episode, ShardInfo, read_shard_meta
+from imaginegym.validation import check_count
 from imaginegym.data.store import EpisodeDataset, check_dataset_dir, load_index, write_episode
 from imaginegym.envs.headless import use_egl_if_headless, worker_context
 
@@ -84,12 +84,6 @@ class CollectConfig:
                 f"cannot make env {self.env_id!r}: {error} Give a registered Gymnasium id with "
                 "pixel observations, e.g. imaginegym/DMC-v0 (the default) with --task"
             ) from error
-
-
-def check_count(name: str, value: object, minimum: int = 1) -> None:
-    """Raise ValueError unless `value` is an integer >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def env_meta(env: gym.Env, config: CollectConfig) -> DatasetMeta:

@@ -12,9 +12,10 @@ See docs/data_format.md for every field.
 
 from __future__ import annotations
 
-import numbers
 import re
 from pathlib import Path
+
+from imaginegym.validation import check_count
 
 SCHEMA_VERSION = 1
 METADATA_FILE = "dataset.json"
@@ -35,9 +36,7 @@ class WorkerDiedError(RuntimeError):
 
 def shard_name(episode: int) -> str:
     """File name of episode `episode`'s shard, e.g. 17 -> `episode_000017.h5`."""
-    if not isinstance(episode, numbers.Integral) or episode < 0:
-        raise ValueError(f"episode index must be an integer >= 0, got {episode!r}")
-    return f"episode_{episode:06d}.h5"
+    return f"episode_{check_count('episode', episode, minimum=0):06d}.h5"
 
 
 def shard_episode(name: str) -> int | None:

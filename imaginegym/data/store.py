@@ -32,6 +32,7 @@ from imaginegym.data.format import (
 )
 from imaginegym.data.meta import DatasetMeta, ensure_meta, read_meta
 from imaginegym.data.shard import Episode, ShardInfo, open_shard, read_shard_info, write_shard
+from imaginegym.validation import check_count
 
 
 def check_dataset_dir(root: Path) -> None:
@@ -211,8 +212,7 @@ class EpisodeDataset:
     """
 
     def __init__(self, path: str | os.PathLike, max_open_files: int = 64) -> None:
-        if not isinstance(max_open_files, int) or max_open_files < 1:
-            raise ValueError(f"max_open_files must be an integer >= 1, got {max_open_files!r}")
+        check_count("max_open_files", max_open_files)
         self.root = Path(path)
         if not self.root.exists():
             raise DatasetError(

@@ -22,6 +22,7 @@ from torch import nn
 
 from imaginegym.models import noise
 from imaginegym.models.transformer import Block, rope_angles
+from imaginegym.validation import check_count
 
 
 @dataclass(frozen=True)
@@ -44,15 +45,12 @@ class DynamicsConfig:
     def __post_init__(self):
         if self.action_kind not in ("box", "discrete"):
             raise ValueError(f"action_kind={self.action_kind!r}; use 'box' or 'discrete'")
-        counts = {name: getattr(self, name) for name in ("latent_tokens", "latent_dim", "action_dim", "width", "depth", "heads", "mlp_ratio")}
-        for name, value in counts.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be an integer >= 1")
+        for name in ("latent_tokens", "latent_dim", "action_dim", "width", "depth", "heads", "mlp_ratio"):
+            check_count(name, getattr(self, name))
+        check_count("context_length", self.context_length, minimum=2)  # a past frame and the frame to predict
         if self.width % self.heads or (self.width // self.heads) % 2:
             raise ValueError(f"width={self.width} with heads={self.heads} gives heads of {self.width / self.heads:g} dims: "
                              "width must divide into heads of an even number of dims (RoPE rotates pairs), e.g. heads=4 for width=256")
-        if isinstance(self.context_length, bool) or not isinstance(self.context_length, int) or self.context_length < 2:
-            raise ValueError(f"context_length={self.context_length!r} must be an integer >= 2 (a past frame and the frame to predict)")
         noise.step_levels(self.k_max)
         if not 0 < self.context_noise < 1:
             raise ValueError(f"context_noise={self.context_noise} must lie in (0, 1); DreamerV4 uses 0.1")

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from imaginegym.training.checkpoint import load_checkpoint, save_checkpoint
 from imaginegym.training.distributed import DistributedContext
+from imaginegym.validation import check_count
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,7 @@ class OptimConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "image_every", "checkpoint_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be an integer >= 1" + (": a model trained for 0 steps is untrained" if name == "steps" else ""))
+            check_count(name, getattr(self, name))  # steps=0 would export an untrained model
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps={self.warmup_steps} must be >= 0")
         if not self.lr > 0 or not 0 <= self.min_lr_ratio <= 1 or not self.grad_clip > 0 or not 0 <= self.ema_decay < 1 or self.weight_decay < 0:
