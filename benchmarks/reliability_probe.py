@@ -188,7 +188,10 @@ def launch(cmd: list[str], cwd: Path, env: dict[str, str], logs: Path, label: st
     stamp = f"{label}-{time.monotonic_ns()}"
     out, err = logs / f"{stamp}.out", logs / f"{stamp}.err"
 
-    def limit() -> None:
+    def prepare() -> None:
+        # A probe started in the background of a non-interactive shell ignores SIGINT, and children inherit
+        # that: Ctrl-C cases need the default, so that Python raises KeyboardInterrupt as in a terminal.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         if limit_memory:
             import resource
 
@@ -196,7 +199,7 @@ def launch(cmd: list[str], cwd: Path, env: dict[str, str], logs: Path, label: st
 
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=limit if limit_memory else None)
+                                start_new_session=True, preexec_fn=prepare)
     return proc, out, err
 
 
@@ -958,13 +961,14 @@ env.step(env.action_space.sample())
     for label, kwargs, pattern in [("size-0", "size=0", r"size=0"), ("action-repeat-0", "action_repeat=0", r"action_repeat=0"),
                                    ("unknown-task", 'task="cartpole-swingupp"', r"cartpole-swingupp.*cartpole-swingup"),
                                    ("camera-9", "camera_id=9", r"camera_id=9.*-1"),
-                                   ("render-human", 'render_mode="human"', r"'human'.*rgb_array")]:
+                                   # Gymnasium wraps envs without a window in its HumanRendering (pygame): its own error names the fix
+                                   ("render-human", 'render_mode="human"', r"'human'.*rgb_array|pygame.*pip install")]:
         task = "" if "task" in kwargs else 'task="cartpole-swingup", '
         add(Case(f"dmc-{label}", "api", f"gym.make(DMC, {kwargs})", match=pattern,
                  code=DMC + f'env = gym.make("imaginegym/DMC-v0", {task}{kwargs})\nenv.reset(seed=0)'))
     add(Case("imagined-render-human", "api", 'gym.make(Imagined, render_mode="human")',
              code='import gymnasium as gym, imaginegym\ngym.make("imaginegym/Imagined-v0", world_model="cartpole-swingup", render_mode="human").reset(seed=0)',
-             match=r"'human'.*rgb_array"))
+             match=r"'human'.*rgb_array|pygame.*pip install"))
     return c
 
 
