@@ -964,9 +964,9 @@ env.step(env.action_space.sample())
                                    # Gymnasium wraps envs without a window in its HumanRendering (pygame): its own error names the fix
                                    ("render-human", 'render_mode="human"', r"'human'.*rgb_array|pygame.*pip install")]:
         task = "" if "task" in kwargs else 'task="cartpole-swingup", '
-        add(Case(f"dmc-{label}", "api", f"gym.make(DMC, {kwargs})", match=pattern,
+        add(Case(f"dmc-{label}", "api", f"gym.make(DMC, {kwargs})", match=pattern, raises=("ValueError", "DependencyNotInstalled"),
                  code=DMC + f'env = gym.make("imaginegym/DMC-v0", {task}{kwargs})\nenv.reset(seed=0)'))
-    add(Case("imagined-render-human", "api", 'gym.make(Imagined, render_mode="human")',
+    add(Case("imagined-render-human", "api", 'gym.make(Imagined, render_mode="human")', raises=("ValueError", "DependencyNotInstalled"),
              code='import gymnasium as gym, imaginegym\ngym.make("imaginegym/Imagined-v0", world_model="cartpole-swingup", render_mode="human").reset(seed=0)',
              match=r"'human'.*rgb_array|pygame.*pip install"))
     return c
