@@ -37,6 +37,10 @@ def _register(id: str, **kwargs: Any) -> None:
 # DMC time limits are enforced inside the env (dm_control's own limit, divided by the
 # action repeat), so no TimeLimit wrapper is registered here.
 _register("imaginegym/DMC-v0", entry_point="imaginegym.envs.dmc:DMCEnv", vector_entry_point="imaginegym.envs.dmc:make_vector_env")
+# The DarkRoom envs truncate at their own horizons too (20, 20 and 50 steps).
+_register("imaginegym/DarkRoom-v0", entry_point="imaginegym.envs.darkroom:DarkRoom")
+_register("imaginegym/DarkRoomHard-v0", entry_point="imaginegym.envs.darkroom:DarkRoomHard")
+_register("imaginegym/DarkKeyToDoor-v0", entry_point="imaginegym.envs.darkroom:DarkKeyToDoor")
 _register(
     "imaginegym/Imagined-v0",
     entry_point="imaginegym.imagination:ImaginationEnv",
