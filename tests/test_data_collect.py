@@ -132,10 +132,18 @@ def test_resume_into_a_directory_that_is_not_a_dataset(tmp_path):
     assert listing(tmp_path).keys() == {"photo.png"}
 
 
-def test_env_without_pixel_observations_is_refused(tmp_path):
-    with pytest.raises(DatasetError, match="CartPole-v1 observes Box.*pixel frames"):
-        collect(tmp_path / "out", CollectConfig(env_id="CartPole-v1"), 1, progress=False)
+def test_env_with_unsupported_spaces_is_refused(tmp_path):
+    with pytest.raises(DatasetError, match="Blackjack-v1 observes Tuple.*Box, Discrete or MultiDiscrete observations.*wrap"):
+        collect(tmp_path / "out", CollectConfig(env_id="Blackjack-v1"), 1, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_vector_observations_and_discrete_actions(tmp_path):
+    ds = collect(tmp_path / "out", CollectConfig(env_id="CartPole-v1", max_episode_steps=10), 2, progress=False)
+    assert ds.meta.size is None and ds.task == ""
+    for episode in ds:
+        assert episode.frames.dtype == np.float32 and episode.frames.shape == (episode.length + 1, 4)
+        assert episode.actions.dtype == np.int64 and set(episode.actions.tolist()) <= {0, 1}
 
 
 def test_max_episode_steps_truncates(tmp_path):

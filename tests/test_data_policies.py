@@ -42,5 +42,16 @@ def test_ou_noise_explores_the_whole_box():
 def test_bad_policy_or_space_is_named():
     with pytest.raises(ValueError, match="unknown policy 'greedy'.*random, ou"):
         make_policy("greedy", SPACE, seed=0)
-    with pytest.raises(ValueError, match="bounded Box action space.*Discrete"):
-        make_policy("random", spaces.Discrete(3), seed=0)
+    with pytest.raises(ValueError, match=r"Ornstein-Uhlenbeck.*bounded Box action space.*Discrete.*'random'"):
+        make_policy("ou", spaces.Discrete(3), seed=0)
+    with pytest.raises(ValueError, match="bounded Box action space"):
+        make_policy("random", spaces.Box(-np.inf, np.inf, (2,), np.float32), seed=0)
+
+
+def test_random_discrete_actions_are_uniform_and_reproducible():
+    space = spaces.Discrete(5, start=1)
+    actions = rollout(make_policy("random", space, seed=3), steps=5000)
+    assert actions.dtype == np.int64 and actions.shape == (5000,)
+    counts = np.bincount(actions, minlength=6)
+    assert counts[0] == 0 and counts[1:].min() > 900  # 1000 each expected
+    np.testing.assert_array_equal(actions, rollout(make_policy("random", space, seed=3), steps=5000))

@@ -127,7 +127,7 @@ def test_newer_schema_asks_for_upgrade(tmp_path):
     write(tmp_path, 0)
     with h5py.File(tmp_path / "episode_000000.h5", "a") as f:
         f.attrs["schema_version"] = SCHEMA_VERSION + 1
-    with pytest.raises(DatasetError, match="schema version 2.*upgrade imaginegym"):
+    with pytest.raises(DatasetError, match=f"schema version {SCHEMA_VERSION + 1}.*upgrade imaginegym"):
         EpisodeDataset(tmp_path)
 
 
@@ -164,7 +164,7 @@ def test_appending_other_frame_size_writes_nothing(tmp_path):
 
 
 def test_episode_not_matching_its_own_spaces_is_refused(tmp_path):
-    with pytest.raises(DatasetError, match=r"frames are \(16, 16, 3\).*\(8, 8, 3\)"):
+    with pytest.raises(DatasetError, match=r"frames are \(16, 16, 3\) uint8.*is \(8, 8, 3\) uint8"):
         write_episode(tmp_path, 0, make_episode(5, size=16), make_meta(size=8), seed=0, policy="random")
     with pytest.raises(DatasetError, match=r"actions are \(3,\).*\(2,\)"):
         write_episode(tmp_path, 0, make_episode(5, action_dim=3), make_meta(), seed=0, policy="random")
@@ -175,8 +175,10 @@ def test_malformed_episode_arrays_are_refused():
     good = make_episode(4)
     with pytest.raises(DatasetError, match=r"rewards has shape \(3,\), expected \(4,\)"):
         Episode(good.frames, good.actions, good.rewards[:3], good.terminated, good.truncated)
-    with pytest.raises(DatasetError, match="frames must be uint8"):
-        Episode(good.frames.astype(np.float32), good.actions, good.rewards, good.terminated, good.truncated)
+    with pytest.raises(DatasetError, match=r"actions are float32 \(4,\), expected float \(4, A\).*integers \(4,\)"):
+        Episode(good.frames, good.actions[:, 0], good.rewards, good.terminated, good.truncated)
+    with pytest.raises(DatasetError, match="at least one step"):
+        Episode(good.frames[:1], good.actions[:0], good.rewards[:0], good.terminated[:0], good.truncated[:0])
 
 
 def test_existing_shard_is_never_overwritten(tmp_path):

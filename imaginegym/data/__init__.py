@@ -16,7 +16,7 @@ from imaginegym.data.format import SCHEMA_VERSION, DatasetError
 from imaginegym.data.meta import DatasetMeta
 from imaginegym.data.policies import OrnsteinUhlenbeckPolicy, RandomPolicy, make_policy
 from imaginegym.data.shard import Episode
-from imaginegym.data.store import EpisodeDataset, write_episode
+from imaginegym.data.store import EpisodeDataset, Run, write_episode
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -29,6 +29,7 @@ __all__ = [
     "EpisodeDataset",
     "OrnsteinUhlenbeckPolicy",
     "RandomPolicy",
+    "Run",
     "WindowDataset",
     "collect",
     "make_policy",

@@ -20,6 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from imaginegym.data.atomic import is_temp
 from imaginegym.data.format import METADATA_FILE, DatasetError, WorkerDiedError, shard_episode
-from imaginegym.data.meta import DatasetMeta, ensure_meta, read_meta
+from imaginegym.data.meta import DatasetMeta, ensure_meta, read_meta, task_text
 from imaginegym.data.policies import Policy, PolicySource, check_policy_name, make_policy, policy_name
 from imaginegym.data.shard import Episode, ShardInfo, read_shard_meta
 from imaginegym.validation import check_count
@@ -45,9 +46,11 @@ class CollectConfig:
     """What to collect; each field is one `imaginegym collect` flag.
 
     Attributes:
-        env_id: Gymnasium id of an env with uint8 (H, W, 3) observations.
-        task: DMC task such as "cartpole-swingup" (None for envs without tasks).
-        policy: exploration policy, "random" or "ou" (Ornstein-Uhlenbeck), or a
+        env_id: Gymnasium id of an env whose observation space is Box (pixel frames,
+            vectors), Discrete or MultiDiscrete, and whose action space is Box or Discrete.
+        task: the env's task, e.g. DMC's "cartpole-swingup" or a DarkRoom goal (2, 7)
+            (None: the env's default).
+        policy: exploration policy, "random" or "ou" (Ornstein-Uhlenbeck, Box actions only), or a
             `PolicySource` that makes each episode's policy (e.g. a trained agent's).
         seed: episode i uses seed `seed + i` for the env reset and the policy.
         size: frame size in pixels (None: the env's default, 64 for DMC).
@@ -57,7 +60,7 @@ class CollectConfig:
     """
 
     env_id: str = DMC_ENV_ID
-    task: str | None = None
+    task: Any = None
     policy: str | PolicySource = "random"
     seed: int = 0
     size: int | None = None
@@ -81,28 +84,32 @@ class CollectConfig:
             return gym.make(self.env_id, max_episode_steps=self.max_episode_steps, **kwargs)
         except gym.error.Error as error:  # an unknown id, a missing dependency: Gymnasium's own message, then ours
             raise ValueError(
-                f"cannot make env {self.env_id!r}: {error} Give a registered Gymnasium id with "
-                "pixel observations, e.g. imaginegym/DMC-v0 (the default) with --task"
+                f"cannot make env {self.env_id!r}: {error} Give a registered Gymnasium id, "
+                "e.g. imaginegym/DMC-v0 (the default) with --task, or imaginegym/DarkRoom-v0"
             ) from error
 
 
 def env_meta(env: gym.Env, config: CollectConfig) -> DatasetMeta:
-    """Dataset metadata of `env`; raises if its observations are not uint8 images."""
-    space = env.observation_space
-    if not (isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
-            and space.shape[-1] == 3):
+    """Dataset metadata of `env`; raises if a dataset cannot hold its spaces."""
+    space, action_space = env.observation_space, env.action_space
+    if not isinstance(space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete)) or not isinstance(
+        action_space, (spaces.Box, spaces.Discrete)
+    ):
         raise DatasetError(
-            f"{config.env_id} observes {space}, but datasets store pixel frames, Box uint8 "
-            "(H, W, 3): use a pixel env such as imaginegym/DMC-v0"
+            f"{config.env_id} observes {space} and acts in {action_space}, but datasets store "
+            "Box, Discrete or MultiDiscrete observations and Box or Discrete actions: wrap "
+            "the env (e.g. gymnasium.wrappers.FlattenObservation) or use a pixel env such as "
+            "imaginegym/DMC-v0"
         )
     unwrapped = env.unwrapped
+    is_image = isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
     return DatasetMeta(
         env_id=config.env_id,
-        task=getattr(unwrapped, "task", config.task or ""),
+        task=task_text(getattr(unwrapped, "task", config.task or "")),
         observation_space=space,
-        action_space=env.action_space,
+        action_space=action_space,
         action_repeat=getattr(unwrapped, "action_repeat", 1),
-        size=getattr(unwrapped, "size", space.shape[0]),
+        size=getattr(unwrapped, "size", space.shape[0]) if is_image else None,
     )
 
 
@@ -120,9 +127,13 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> Episode:
         terminated.append(term)
         truncated.append(trunc)
         done = term or trunc
+    if isinstance(env.action_space, spaces.Discrete):
+        actions = np.asarray(actions, np.int64).reshape(len(actions))  # (T,)
+    else:
+        actions = np.stack(actions).reshape(len(actions), -1)  # (T, A)
     return Episode(
-        frames=np.stack(frames),
-        actions=np.stack(actions).reshape(len(actions), -1),
+        frames=np.asarray(np.stack(frames), dtype=env.observation_space.dtype),
+        actions=actions,
         rewards=np.asarray(rewards),
         terminated=np.asarray(terminated),
         truncated=np.asarray(truncated),
@@ -227,7 +238,7 @@ def _check_resumable(
         f"--{flag} {have!r} (asked {asked!r})"
         for flag, have, asked in [
             ("env", meta.env_id, config.env_id),
-            ("task", meta.task, config.task),
+            ("task", meta.task, None if config.task is None else task_text(config.task)),
             ("size", meta.size, config.size),
             ("action-repeat", meta.action_repeat, config.action_repeat),
         ]

@@ -3,8 +3,8 @@
     data/cartpole/
       dataset.json          metadata: env id, task, spaces, size, action repeat
       index.json            cache of per-shard facts; rebuilt from the shards when stale
-      episode_000000.h5     one complete episode per shard
-      episode_000001.h5
+      episode_000000.h5     one complete episode per shard (of a run, when its
+      episode_000001.h5     attributes say so: see docs/data_format.md, "Runs")
       .episode_000002.h5.<random>.tmp   a shard being written (ignored by readers)
 
 See docs/data_format.md for every field.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from imaginegym.validation import check_count
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 METADATA_FILE = "dataset.json"
 INDEX_FILE = "index.json"
 EPISODE_KEYS = ("frames", "actions", "rewards", "terminated", "truncated")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from gymnasium import spaces
 
 from imaginegym.data.atomic import write_json_atomic
@@ -26,10 +27,14 @@ class DatasetMeta:
     Attributes:
         env_id: Gymnasium id the episodes came from, e.g. "imaginegym/DMC-v0".
         task: task name, e.g. "cartpole-swingup" ("" for envs without tasks).
-        observation_space: Box uint8 (H, W, 3), the frames' space.
-        action_space: the env's action space, usually Box float32 (A,) in [-1, 1].
+            A dataset of runs over many tasks keeps each run's task in its shards
+            (see `write_episode`'s `run_task`) and may leave this "".
+        observation_space: the env's observation space: Box of any dtype and shape
+            (uint8 (H, W, 3) frames, float vectors), Discrete or MultiDiscrete.
+        action_space: the env's action space: Box (usually float32 (A,) in [-1, 1]) or
+            Discrete.
         action_repeat: simulator steps per env step (1 for envs without repeat).
-        size: frame height and width in pixels.
+        size: frame height and width in pixels for image observations; None otherwise.
     """
 
     env_id: str
@@ -37,7 +42,7 @@ class DatasetMeta:
     observation_space: spaces.Space
     action_space: spaces.Space
     action_repeat: int
-    size: int
+    size: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready fields, as stored in `dataset.json` and shard attributes."""
@@ -47,7 +52,7 @@ class DatasetMeta:
             "observation_space": space_to_json(self.observation_space),
             "action_space": space_to_json(self.action_space),
             "action_repeat": int(self.action_repeat),
-            "size": int(self.size),
+            "size": None if self.size is None else int(self.size),
         }
 
     @classmethod
@@ -58,7 +63,7 @@ class DatasetMeta:
             observation_space=space_from_json(data["observation_space"]),
             action_space=space_from_json(data["action_space"]),
             action_repeat=data["action_repeat"],
-            size=data["size"],
+            size=data.get("size"),  # absent from shards of non-image datasets
         )
 
     def differences(self, other: DatasetMeta) -> list[str]:
@@ -91,6 +96,29 @@ def read_meta(root: Path) -> DatasetMeta:
         raise _damaged(path, f"{type(err).__name__}: {err}") from None
 
 
+def _schema_version(path: Path) -> int:
+    return json.loads(path.read_text()).get("schema_version", 0)
+
+
+def task_text(task: Any) -> str:
+    """`task` as `DatasetMeta.task` stores it: a str as it is, anything else as JSON text,
+    e.g. the DarkRoom goal (2, 7) -> "[2, 7]"."""
+    return task if isinstance(task, str) else json_text(task)
+
+
+def json_text(value: Any) -> str:
+    """`value` as JSON text; NumPy arrays and numbers become lists and numbers."""
+    return json.dumps(value, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    raise TypeError(
+        f"{value!r} is not JSON-serialisable: give a task as numbers, strings and lists"
+    )
+
+
 def _damaged(path: Path, problem: str) -> DatasetError:
     return DatasetError(
         f"{path} is damaged ({problem}). Delete it and run `imaginegym collect --resume` "
@@ -115,6 +143,12 @@ def ensure_meta(root: Path, meta: DatasetMeta) -> None:
         except FileExistsError:
             pass  # another writer created it first; check against theirs
     existing = read_meta(root)
+    if isinstance(meta.action_space, spaces.Discrete) and _schema_version(path) < 2:
+        raise DatasetError(
+            f"cannot add this episode to {root}: its {METADATA_FILE} has schema version 1, "
+            "whose shards store Discrete actions as float32 (T, 1), and new shards store "
+            "them as int64 (T,). Write it to another directory (--out)"
+        )
     diffs = existing.differences(meta)
     if diffs:
         raise DatasetError(

@@ -1,4 +1,5 @@
-"""Exploration policies for collecting data: uniform random and Ornstein-Uhlenbeck.
+"""Exploration policies for collecting data: uniform random (Box or Discrete actions) and
+Ornstein-Uhlenbeck (Box).
 
 Each policy owns a NumPy RNG seeded per episode, so an episode's actions depend only on
 its seed, never on which worker ran it or what it ran before.
@@ -18,25 +19,31 @@ class Policy(Protocol):
     def __call__(self, observation: np.ndarray) -> np.ndarray: ...
 
 
-def _check_box(action_space: spaces.Space) -> spaces.Box:
+def _check_box(action_space: spaces.Space, policy: str = "exploration policies") -> spaces.Box:
     if not isinstance(action_space, spaces.Box) or not np.all(
         np.isfinite(action_space.low) & np.isfinite(action_space.high)
     ):
         raise ValueError(
-            f"exploration policies need a bounded Box action space, got {action_space}: "
-            "use a continuous-control env (e.g. imaginegym/DMC-v0)"
+            f"{policy} need a bounded Box action space, got {action_space}: use a "
+            "continuous-control env (e.g. imaginegym/DMC-v0)"
+            + (", or the policy 'random', which also samples Discrete actions"
+               if isinstance(action_space, spaces.Discrete) else "")
         )
     return action_space
 
 
 class RandomPolicy:
-    """Actions drawn uniformly from the Box action space, independently at each step."""
+    """Actions drawn uniformly, independently at each step: from the Box action space, or
+    one of the n actions of a Discrete space (an int64)."""
 
     def __init__(self, action_space: spaces.Space, seed: int) -> None:
-        self.space = _check_box(action_space)
+        discrete = isinstance(action_space, spaces.Discrete)
+        self.space = action_space if discrete else _check_box(action_space)
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, observation: np.ndarray) -> np.ndarray:
+        if isinstance(self.space, spaces.Discrete):
+            return np.int64(self.space.start + self.rng.integers(self.space.n))
         action = self.rng.uniform(self.space.low, self.space.high)
         return action.astype(self.space.dtype)
 
@@ -52,7 +59,7 @@ class OrnsteinUhlenbeckPolicy:
     def __init__(
         self, action_space: spaces.Space, seed: int, theta: float = 0.15, sigma: float = 0.3
     ) -> None:
-        self.space = _check_box(action_space)
+        self.space = _check_box(action_space, "Ornstein-Uhlenbeck actions ('ou')")
         self.rng = np.random.default_rng(seed)
         self.theta, self.sigma = theta, sigma
         self.x = np.zeros(self.space.shape)

@@ -1,15 +1,19 @@
 """One shard: an HDF5 file holding one complete episode.
 
 Datasets (T = number of steps):
-    frames      uint8   (T+1, H, W, 3)  frames[0] after reset, frames[t+1] after actions[t];
-                                        chunked one frame per chunk, gzip-compressed
-    actions     float32 (T, A)          action taken at frame t
+    frames      (T+1, *obs shape)       the observations, in the observation space's dtype:
+                                        frames[0] after reset, frames[t+1] after actions[t].
+                                        Images (H, W, C) are chunked one frame per chunk
+                                        and gzip-compressed; other observations are stored
+                                        plain. (The name is older than non-image spaces.)
+    actions     float32 (T, A)          action taken at frame t (Box action space), or
+                int64   (T,)            its index (Discrete)
     rewards     float32 (T,)            reward for actions[t]
     terminated  bool    (T,)            frames[t+1] is terminal
     truncated   bool    (T,)            the episode was cut after actions[t] (time limit)
-Attributes: schema_version, episode, seed, policy, max_episode_steps (when set) and the
-dataset metadata (env_id, task, observation_space and action_space as JSON, action_repeat,
-size).
+Attributes: schema_version, episode, seed, policy, max_episode_steps (when set), run,
+run_episode and run_task (for an episode of a run), and the dataset metadata (env_id,
+task, observation_space and action_space as JSON, action_repeat, size when set).
 """
 
 from __future__ import annotations
@@ -32,14 +36,9 @@ from imaginegym.data.format import (
 )
 from imaginegym.data.meta import DatasetMeta
 
-_DTYPES = {
-    "frames": np.uint8,
-    "actions": np.float32,
-    "rewards": np.float32,
-    "terminated": np.bool_,
-    "truncated": np.bool_,
-}
+_DTYPES = {"rewards": np.float32, "terminated": np.bool_, "truncated": np.bool_}
 _META_FIELDS = tuple(field.name for field in fields(DatasetMeta))  # also attributes
+_OPTIONAL_META_FIELDS = ("size",)  # None for non-image datasets: no attribute
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,12 @@ class Episode:
     """One complete episode of T steps.
 
     Attributes:
-        frames: uint8 (T+1, H, W, 3); frames[0] comes from reset, frames[t+1] from step t.
-        actions: float32 (T, A); actions[t] is taken at frames[t].
+        frames: (T+1, *observation shape) observations in the observation space's dtype,
+            e.g. uint8 (T+1, H, W, 3) images, float32 (T+1, D) vectors, int64 (T+1,)
+            Discrete, int64 (T+1, n) MultiDiscrete; frames[0] comes from reset,
+            frames[t+1] from step t.
+        actions: float32 (T, A) for a Box action space, int64 (T,) for a Discrete one;
+            actions[t] is taken at frames[t].
         rewards: float32 (T,); rewards[t] is received for actions[t].
         terminated: bool (T,); True where frames[t+1] is terminal.
         truncated: bool (T,); True where the episode was cut after actions[t].
@@ -61,21 +64,17 @@ class Episode:
     truncated: np.ndarray
 
     def __post_init__(self) -> None:
-        if self.frames.dtype != np.uint8 or self.frames.ndim != 4 or self.frames.shape[-1] != 3:
-            raise DatasetError(
-                f"frames must be uint8 (T+1, H, W, 3), got {self.frames.dtype} "
-                f"{self.frames.shape}: record the env's pixel observations"
-            )
-        steps = self.frames.shape[0] - 1
+        frames = np.asarray(self.frames)
+        steps = frames.shape[0] - 1 if frames.ndim else 0
         if steps < 1:
             raise DatasetError("an episode needs at least one step (two frames)")
-        for key in EPISODE_KEYS[1:]:
+        object.__setattr__(self, "frames", frames)
+        object.__setattr__(self, "actions", _actions_array(self.actions, steps))
+        for key in EPISODE_KEYS[2:]:
             array = np.asarray(getattr(self, key), dtype=_DTYPES[key])
-            expected_ndim = 2 if key == "actions" else 1
-            if array.ndim != expected_ndim or array.shape[0] != steps:
-                expected = f"({steps}, A)" if key == "actions" else f"({steps},)"
+            if array.shape != (steps,):
                 raise DatasetError(
-                    f"{key} has shape {array.shape}, expected {expected}: an episode with "
+                    f"{key} has shape {array.shape}, expected ({steps},): an episode with "
                     f"{steps + 1} frames has {steps} steps, one {key} entry per step"
                 )
             object.__setattr__(self, key, array)
@@ -86,9 +85,27 @@ class Episode:
         return self.actions.shape[0]
 
 
+def _actions_array(actions: np.ndarray, steps: int) -> np.ndarray:
+    """float32 (T, A) Box actions, or int64 (T,) Discrete ones (told apart by their rank)."""
+    actions = np.asarray(actions)
+    if actions.ndim == 2 and actions.shape[0] == steps:
+        return actions.astype(np.float32, copy=False)
+    if actions.shape == (steps,) and actions.dtype.kind in "iu":
+        return actions.astype(np.int64, copy=False)
+    raise DatasetError(
+        f"actions are {actions.dtype} {actions.shape}, expected float ({steps}, A) for a Box "
+        f"action space or integers ({steps},) for a Discrete one: an episode with "
+        f"{steps + 1} frames has {steps} steps, one action per step"
+    )
+
+
 @dataclass(frozen=True)
 class ShardInfo:
-    """Facts about one shard, cached in the dataset index."""
+    """Facts about one shard, cached in the dataset index.
+
+    `run`, `run_episode` and `run_task` (the run's task as JSON text) are None unless
+    the episode belongs to a run (see `write_episode`).
+    """
 
     file: str
     episode: int
@@ -96,6 +113,9 @@ class ShardInfo:
     seed: int
     policy: str
     max_episode_steps: int | None
+    run: int | None = None
+    run_episode: int | None = None
+    run_task: str | None = None
 
 
 def write_shard(
@@ -107,23 +127,29 @@ def write_shard(
     seed: int,
     policy: str,
     max_episode_steps: int | None,
+    run: tuple[int, int, str] | None = None,
 ) -> None:
     """Write `episode` to a new HDF5 file at `path` (callers pass a temporary path).
 
     The file is built in memory and then written with plain file I/O: HDF5 cannot close
     a file after a failed write (a full disk), and h5py then crashes the process with a
     segmentation fault (h5py issue 914), while Python's write raises a clean OSError.
+
+    `run` is (run, run_episode, run_task as JSON text) for an episode of a run.
     """
-    _, height, width, _ = episode.frames.shape
+    observation_shape = episode.frames.shape[1:]
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as f:
-        f.create_dataset(
-            "frames",
-            data=episode.frames,
-            chunks=(1, height, width, 3),
-            compression="gzip",
-            compression_opts=4,
-        )
+        if len(observation_shape) == 3:  # images: a window decodes only its own frames
+            f.create_dataset(
+                "frames",
+                data=episode.frames,
+                chunks=(1, *observation_shape),
+                compression="gzip",
+                compression_opts=4,
+            )
+        else:  # a few numbers per step: chunking and compression would cost more than they save
+            f.create_dataset("frames", data=episode.frames)
         for key in EPISODE_KEYS[1:]:
             f.create_dataset(key, data=getattr(episode, key))
         attrs: dict[str, Any] = {
@@ -131,12 +157,14 @@ def write_shard(
             "episode": episode_index,
             "seed": seed,
             "policy": policy,
+            "max_episode_steps": max_episode_steps,
             **meta.to_json(),
         }
-        if max_episode_steps is not None:
-            attrs["max_episode_steps"] = max_episode_steps
+        if run is not None:
+            attrs["run"], attrs["run_episode"], attrs["run_task"] = run
         for key, value in attrs.items():
-            f.attrs[key] = json.dumps(value) if isinstance(value, dict) else value
+            if value is not None:
+                f.attrs[key] = json.dumps(value) if isinstance(value, dict) else value
     path.write_bytes(buffer.getbuffer())
 
 
@@ -198,20 +226,29 @@ def _shard_info(path: Path, f: h5py.File, meta: DatasetMeta) -> ShardInfo:
             "delete it (`imaginegym collect --resume` collects a deleted episode again)"
         )
     _check_attrs(path, f.attrs, ("episode", "seed", "policy"))
-    max_steps = f.attrs.get("max_episode_steps")
+    if "run" in f.attrs:
+        _check_attrs(path, f.attrs, ("run_episode", "run_task"))
     return ShardInfo(
         file=path.name,
         episode=int(f.attrs["episode"]),
         length=int(f["actions"].shape[0]),
         seed=int(f.attrs["seed"]),
         policy=str(f.attrs["policy"]),
-        max_episode_steps=None if max_steps is None else int(max_steps),
+        max_episode_steps=_optional(f.attrs, "max_episode_steps", int),
+        run=_optional(f.attrs, "run", int),
+        run_episode=_optional(f.attrs, "run_episode", int),
+        run_task=_optional(f.attrs, "run_task", str),
     )
 
 
+def _optional(attrs: h5py.AttributeManager, key: str, kind: type) -> Any:
+    return kind(attrs[key]) if key in attrs else None
+
+
 def _shard_meta(path: Path, attrs: h5py.AttributeManager) -> DatasetMeta:
-    _check_attrs(path, attrs, _META_FIELDS)
-    values = {key: attrs[key] for key in _META_FIELDS}
+    required = tuple(key for key in _META_FIELDS if key not in _OPTIONAL_META_FIELDS)
+    _check_attrs(path, attrs, required)
+    values = {key: attrs[key] for key in _META_FIELDS if key in attrs}
     try:
         for key in ("observation_space", "action_space"):
             values[key] = json.loads(values[key])

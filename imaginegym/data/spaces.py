@@ -21,10 +21,11 @@ def _bound_to_json(bound: np.ndarray) -> float | int | list:
 
 
 def space_to_json(space: spaces.Space) -> dict[str, Any]:
-    """A JSON-ready dict describing `space` (Box or Discrete).
+    """A JSON-ready dict describing `space` (Box, Discrete or MultiDiscrete).
 
     Example: `Box(-1, 1, (1,), float32)` -> `{"type": "Box", "shape": [1],
-    "dtype": "float32", "low": -1.0, "high": 1.0}`.
+    "dtype": "float32", "low": -1.0, "high": 1.0}`; `MultiDiscrete([9, 9])` ->
+    `{"type": "MultiDiscrete", "nvec": [9, 9], "start": [0, 0], "dtype": "int64"}`.
     """
     if isinstance(space, spaces.Box):
         return {
@@ -36,9 +37,16 @@ def space_to_json(space: spaces.Space) -> dict[str, Any]:
         }
     if isinstance(space, spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, spaces.MultiDiscrete):
+        return {
+            "type": "MultiDiscrete",
+            "nvec": space.nvec.tolist(),
+            "start": space.start.tolist(),
+            "dtype": str(space.dtype),
+        }
     raise TypeError(
-        f"cannot store a {type(space).__name__} space in a dataset: only Box and Discrete "
-        "are supported; wrap the env so its spaces are Box or Discrete"
+        f"cannot store a {type(space).__name__} space in a dataset: only Box, Discrete and "
+        "MultiDiscrete are supported; wrap the env so its spaces are one of those"
     )
 
 
@@ -53,7 +61,10 @@ def space_from_json(data: dict[str, Any]) -> spaces.Space:
         return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
     if kind == "Discrete":
         return spaces.Discrete(data["n"], start=data.get("start", 0))
+    if kind == "MultiDiscrete":
+        return spaces.MultiDiscrete(data["nvec"], dtype=data["dtype"], start=data["start"])
     raise ValueError(
-        f"unknown space type {kind!r} in dataset metadata (known: Box, Discrete): "
+        f"unknown space type {kind!r} in dataset metadata (known: Box, Discrete, "
+        "MultiDiscrete): "
         "was the dataset written by a newer imaginegym?"
     )

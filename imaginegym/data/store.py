@@ -5,6 +5,10 @@ reader need not open every file; it is keyed by file name, size and modification
 and a reader rescans any shard the index does not describe (new, rewritten, removed).
 No writer takes a lock: each shard appears atomically under its own name, and an index
 update lost to a concurrent writer only costs the next reader a rescan.
+
+A run (a learning history: many episodes of one task, in the order they were played) is
+a set of shards whose attributes name the run, their order in it and its task; the
+dataset groups them (`EpisodeDataset.runs`, `read_run`) and still exposes each episode.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import json
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +35,7 @@ from imaginegym.data.format import (
     shard_episode,
     shard_name,
 )
-from imaginegym.data.meta import DatasetMeta, ensure_meta, read_meta
+from imaginegym.data.meta import DatasetMeta, ensure_meta, json_text, read_meta
 from imaginegym.data.shard import Episode, ShardInfo, open_shard, read_shard_info, write_shard
 from imaginegym.validation import check_count
 
@@ -59,6 +64,9 @@ def write_episode(
     seed: int,
     policy: str,
     max_episode_steps: int | None = None,
+    run: int | None = None,
+    run_episode: int | None = None,
+    run_task: Any = None,
 ) -> Path:
     """Write `episode` as shard `index` of the dataset at `root`, atomically.
 
@@ -74,6 +82,10 @@ def write_episode(
         seed: seed of the env reset and the policy RNG for this episode.
         policy: name of the policy that acted, e.g. "random".
         max_episode_steps: the time limit episodes were cut at, if any.
+        run: id (>= 0) of the run (learning history) this episode belongs to, if any.
+        run_episode: the episode's place in its run (0, 1, 2, ...); given with `run`.
+        run_task: the run's task, anything JSON can hold (e.g. the DarkRoom goal (2, 7));
+            the same for every episode of the run.
 
     Returns:
         Path of the new shard.
@@ -81,10 +93,13 @@ def write_episode(
     Raises:
         DatasetError: the episode does not match `meta` or the dataset's metadata.
         FileExistsError: the dataset already holds episode `index`.
+        ValueError: `run_episode` or `run_task` without `run`, or `run` without
+            `run_episode`.
     """
     root = Path(root)
     check_dataset_dir(root)
     _check_fits(episode, meta)
+    position = _run_position(run, run_episode, run_task)
     root.mkdir(parents=True, exist_ok=True)
     ensure_meta(root, meta)
     final = root / shard_name(index)
@@ -98,7 +113,7 @@ def write_episode(
         with atomic_write(final, overwrite=False) as tmp:
             write_shard(
                 tmp, index, episode, meta,
-                seed=seed, policy=policy, max_episode_steps=max_episode_steps,
+                seed=seed, policy=policy, max_episode_steps=max_episode_steps, run=position,
             )
     except FileExistsError:
         raise exists from None  # another writer finished the same episode first
@@ -106,18 +121,47 @@ def write_episode(
 
 
 def _check_fits(episode: Episode, meta: DatasetMeta) -> None:
-    frame_shape = episode.frames.shape[1:]
-    if frame_shape != meta.observation_space.shape:
+    space, frames = meta.observation_space, episode.frames
+    if frames.shape[1:] != space.shape or frames.dtype != space.dtype:
         raise DatasetError(
-            f"frames are {frame_shape} but the observation space is "
-            f"{meta.observation_space.shape}: pass the env's own observation space"
+            f"frames are {frames.shape[1:]} {frames.dtype} per step but the observation "
+            f"space {space} is {space.shape} {space.dtype}: pass the env's own observation "
+            "space, or cast the observations to its dtype"
         )
-    action_shape = meta.action_space.shape or (1,)  # Discrete actions are stored as (T, 1)
-    if episode.actions.shape[1:] != action_shape:
+    space, actions = meta.action_space, episode.actions
+    if not isinstance(space, (spaces.Box, spaces.Discrete)):
         raise DatasetError(
-            f"actions are {episode.actions.shape[1:]} per step but the action space is "
-            f"{action_shape}: pass the env's own action space"
+            f"cannot store actions of a {type(space).__name__} action space: datasets hold "
+            "Box or Discrete actions; wrap the env so its action space is one of those"
         )
+    if isinstance(space, spaces.Discrete) and actions.ndim != 1:
+        raise DatasetError(
+            f"actions are {actions.shape[1:]} per step but the action space {space} takes "
+            "one integer: pass Discrete actions as integers (T,)"
+        )
+    if isinstance(space, spaces.Box) and actions.shape[1:] != space.shape:
+        raise DatasetError(
+            f"actions are {actions.shape[1:]} per step but the action space {space} is "
+            f"{space.shape}: pass the env's own action space"
+        )
+
+
+def _run_position(run: int | None, run_episode: int | None, run_task: Any) -> tuple | None:
+    """(run, run_episode, run_task as JSON text) as `write_shard` takes it; None outside runs."""
+    if run is None:
+        if run_episode is not None or run_task is not None:
+            raise ValueError(
+                f"run_episode={run_episode!r} and run_task={run_task!r} place an episode in "
+                "a run: give its id too (run=...)"
+            )
+        return None
+    if run_episode is None:
+        raise ValueError(
+            f"run={run} needs run_episode, the episode's place in the run (0, 1, ...)"
+        )
+    check_count("run", run, minimum=0)
+    check_count("run_episode", run_episode, minimum=0)
+    return run, run_episode, json_text(run_task)
 
 
 def load_index(root: Path, meta: DatasetMeta) -> list[ShardInfo]:
@@ -170,6 +214,7 @@ def load_index(root: Path, meta: DatasetMeta) -> list[ShardInfo]:
 _RECORD_TYPES = {
     "file": str, "episode": int, "length": int, "seed": int, "policy": str,
     "max_episode_steps": (int, type(None)), "bytes": int, "mtime_ns": int,
+    "run": (int, type(None)), "run_episode": (int, type(None)), "run_task": (str, type(None)),
 }
 
 
@@ -194,6 +239,57 @@ def _is_record(record: Any) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class Run:
+    """One run of a dataset: episodes of one task in the order they were played.
+
+    Attributes:
+        run: the run's id.
+        task: its task as written (`run_task`, back from JSON: the DarkRoom goal (2, 7)
+            reads as [2, 7]).
+        positions: dataset positions of its episodes, in run order.
+        run_episodes: their places in the run; 0, 1, 2, ... unless some are missing (a
+            writer killed mid-run, or a run still being written).
+    """
+
+    run: int
+    task: Any
+    positions: tuple[int, ...]
+    run_episodes: tuple[int, ...]
+
+
+def group_runs(root: Path, shards: tuple[ShardInfo, ...]) -> tuple[Run, ...]:
+    """The runs among `shards` (in dataset order), by run id.
+
+    Raises:
+        DatasetError: two shards hold the same place of a run, or a run's shards name
+            different tasks.
+    """
+    members: dict[int, list[tuple[int, int]]] = {}
+    for position, shard in enumerate(shards):
+        if shard.run is not None:
+            members.setdefault(shard.run, []).append((shard.run_episode, position))
+    runs = []
+    for run, entries in sorted(members.items()):
+        entries.sort()
+        for (place, a), (next_place, b) in pairwise(entries):
+            if place == next_place:
+                raise DatasetError(
+                    f"{root / shards[a].file} and {shards[b].file} both hold episode {place} "
+                    f"of run {run}: one was written twice; delete the one that does not belong"
+                )
+        tasks = {shards[position].run_task for _, position in entries}
+        if len(tasks) > 1:
+            raise DatasetError(
+                f"the shards of run {run} in {root} name different tasks "
+                f"({', '.join(sorted(tasks))}): a run holds episodes of one task; move the "
+                "shards of the other task out"
+            )
+        places, positions = zip(*entries)
+        runs.append(Run(run, json.loads(tasks.pop()), positions, places))
+    return tuple(runs)
+
+
 class EpisodeDataset:
     """Read-only, lazy view of a dataset directory: episodes in episode-index order.
 
@@ -206,9 +302,12 @@ class EpisodeDataset:
         len(ds), ds.lengths, ds.task, ds.action_space
         ds.read(0, "frames", 10, 20)     # uint8 (10, H, W, 3), only those frames read
         for episode in ds: ...           # Episode objects, one shard at a time
+        ds.runs                          # (Run(run, task, positions, run_episodes), ...)
+        ds.read_run(0, "rewards")        # run 0's rewards, its episodes concatenated in order
 
     Raises:
-        DatasetError: `path` is not a dataset, or a shard is unreadable or too new.
+        DatasetError: `path` is not a dataset, or a shard is unreadable or too new, or
+            two shards claim the same place of a run.
     """
 
     def __init__(self, path: str | os.PathLike, max_open_files: int = 64) -> None:
@@ -222,6 +321,7 @@ class EpisodeDataset:
         check_dataset_dir(self.root)
         self.meta: DatasetMeta = read_meta(self.root)
         self.shards: tuple[ShardInfo, ...] = tuple(load_index(self.root, self.meta))
+        self.runs: tuple[Run, ...] = group_runs(self.root, self.shards)
         self.max_open_files = max_open_files
         self._files: OrderedDict[int, h5py.File] = OrderedDict()
         self._pid = os.getpid()
@@ -266,8 +366,9 @@ class EpisodeDataset:
     def read(self, i: int, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows `start:stop` of array `key` of the episode at position `i`.
 
-        Only those rows are read from disk. `key` is one of frames (T+1, H, W, 3) uint8,
-        actions (T, A) float32, rewards / terminated / truncated (T,).
+        Only those rows are read from disk. `key` is one of frames (T+1, *observation
+        shape) in the observation space's dtype (e.g. uint8 (T+1, H, W, 3), int64 (T+1, 2)),
+        actions float32 (T, A) or int64 (T,) (Discrete), rewards / terminated / truncated (T,).
 
         Raises:
             DatasetError: the shard is damaged where these rows are stored (e.g. a flipped
@@ -286,6 +387,19 @@ class EpisodeDataset:
                 f"{key} rows {rows.start}:{rows.stop} failed ({err}). Delete it and run "
                 "`imaginegym collect --resume` with the same settings to collect it again"
             ) from None
+
+    def read_run(self, run: int, key: str) -> np.ndarray:
+        """Array `key` of every episode of run `run`, concatenated in run order.
+
+        frames: (sum of T+1, *observation shape), each episode's frames from reset on;
+        the other keys: (sum of T, ...). Episode k of the run is the k-th block, of
+        `lengths[positions[k]]` steps (plus one frame).
+        """
+        found = next((r for r in self.runs if r.run == run), None)
+        if found is None:
+            runs = [r.run for r in self.runs]
+            raise KeyError(f"no run {run} in {self.root}: it holds runs {runs}")
+        return np.concatenate([self.read(i, key) for i in found.positions])
 
     def _file(self, i: int) -> h5py.File:
         if not -len(self) <= i < len(self):

@@ -2,9 +2,11 @@
 
 Item convention (one window of L consecutive frames of one episode):
 
-    frames       uint8   (L, H, W, 3)  frames[j]
-    actions      float32 (L, A)        the action that led INTO frames[j]; zeros where
-                                       frames[j] is the episode's first frame
+    frames       (L, *obs shape)       frames[j], in the observation space's dtype
+                                       (uint8 (L, H, W, 3) images, int64 (L, 2) DarkRoom)
+    actions      float32 (L, A)        the action that led INTO frames[j] (int64 (L,) for
+                                       Discrete actions); zeros where frames[j] is the
+                                       episode's first frame
     action_mask  bool    (L,)          False where frames[j] has no preceding action
     rewards      float32 (L,)          reward for the action leading into frames[j]
                                        (0 at the episode's first frame)
@@ -46,6 +48,11 @@ class EpisodeSource(Protocol):
     def episode_ids(self) -> list[int]: ...
 
     def read(self, i: int, key: str, start: int = 0, stop: int | None = None) -> np.ndarray: ...
+
+
+def _pad_start(array: np.ndarray, pad: int) -> np.ndarray:
+    """`array` with `pad` rows of zeros before its first row, whatever its rank."""
+    return np.pad(array, [(pad, 0)] + [(0, 0)] * (array.ndim - 1))
 
 
 class WindowDataset(Dataset):
@@ -120,17 +127,17 @@ class WindowDataset(Dataset):
         # Step t leads from frame t to frame t+1, so frame j's incoming step is j-1.
         first_step, stop_step = max(start - 1, 0), start + length - 1
         pad = 1 if start == 0 else 0  # the episode's first frame has no incoming step
-        actions = read(episode, "actions", first_step, stop_step)  # (L - pad, A)
+        actions = read(episode, "actions", first_step, stop_step)  # (L - pad, A) or (L - pad,)
         action_mask = np.ones(length, dtype=bool)
         action_mask[:pad] = False
         rewards = read(episode, "rewards", first_step, stop_step)  # (L - pad,)
         terminated = read(episode, "terminated", first_step, stop_step)  # (L - pad,)
         return {
             "frames": torch.from_numpy(read(episode, self.frames_key, start, start + length)),
-            "actions": torch.from_numpy(np.pad(actions, ((pad, 0), (0, 0)))),
+            "actions": torch.from_numpy(_pad_start(actions, pad)),
             "action_mask": torch.from_numpy(action_mask),
-            "rewards": torch.from_numpy(np.pad(rewards, (pad, 0))),
-            "terminated": torch.from_numpy(np.pad(terminated, (pad, 0))),
+            "rewards": torch.from_numpy(_pad_start(rewards, pad)),
+            "terminated": torch.from_numpy(_pad_start(terminated, pad)),
         }
 
 
