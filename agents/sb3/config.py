@@ -37,6 +37,7 @@ class AgentConfig:
     ppo_entropy: float = 0.0  # PPO: entropy bonus
     sac_buffer_size: int = 300_000  # SAC: replay buffer transitions
     sac_learning_starts: int = 5_000  # SAC: random steps before learning
+    sac_gradient_steps: int = -1  # SAC: updates per step of all envs (-1: one per env step, so many envs do not mean few updates)
 
     def __post_init__(self):
         if self.algo not in ALGORITHM_NAMES:
@@ -51,6 +52,8 @@ class AgentConfig:
         for name in ("threads", "frame_stack", "steps", "num_envs", "horizon", "checkpoint_every", "ppo_rollout_steps", "ppo_batch_size",
                      "ppo_epochs", "sac_buffer_size"):
             check_count(name, getattr(self, name))
+        if self.sac_gradient_steps != -1:
+            check_count("sac_gradient_steps", self.sac_gradient_steps)
         if not self.lr > 0 or not 0 < self.gamma <= 1:
             raise ValueError(f"lr={self.lr} must be > 0 and gamma={self.gamma} in (0, 1]")
 

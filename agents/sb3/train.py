@@ -53,7 +53,8 @@ def make_algorithm(config: AgentConfig, env: VecEnv, out: Path) -> BaseAlgorithm
     if config.algo == "ppo":
         return ALGORITHMS["ppo"]("MlpPolicy", env, n_steps=config.ppo_rollout_steps, batch_size=config.ppo_batch_size,
                                  n_epochs=config.ppo_epochs, ent_coef=config.ppo_entropy, **common)
-    return ALGORITHMS["sac"]("MlpPolicy", env, buffer_size=config.sac_buffer_size, learning_starts=config.sac_learning_starts, **common)
+    return ALGORITHMS["sac"]("MlpPolicy", env, buffer_size=config.sac_buffer_size, learning_starts=config.sac_learning_starts,
+                             gradient_steps=config.sac_gradient_steps, **common)
 
 
 def _policy_device(config: AgentConfig) -> str:
