@@ -296,7 +296,8 @@ class ImaginedBatch:
         self.steps[rows] += 1
         latents = rearrange(z, "b k d -> b (k d)").cpu().numpy()
         frames = torch.cat([wm.decode(chunk).cpu() for chunk in z.split(CHUNK)]).numpy() if self.obs_mode == "pixels" else latents
-        self.history[rows] = np.roll(self.history[rows], -1, axis=1)
+        if self.frame_stack > 1:  # shift in place: no copy of the whole stack on this hot path
+            self.history[rows, :-1] = self.history[rows, 1:]
         self.history[rows, -1] = frames
         observations = self.observe(rows)
         continue_probs = continue_prob.double().cpu().numpy()
