@@ -133,7 +133,15 @@ def add_agent_parser(subparsers: argparse._SubParsersAction) -> None:
     add(subparsers)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_collect_parser, add_train_parser, add_eval_parser, add_agent_parser]
+def add_ad_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`imaginegym ad {histories,train,eval}` (in-context agents)."""
+    from imaginegym.agents.ad.commands import add_ad_parser as add
+
+    add(subparsers)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_collect_parser, add_train_parser, add_eval_parser, add_agent_parser,
+                                                                add_ad_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

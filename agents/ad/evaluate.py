@@ -1,0 +1,89 @@
+"""In-context evaluation: an agent meets each task with an empty memory and plays ``episodes`` episodes in a row.
+
+    imaginegym ad eval --agent darkroom-ad --env imaginegym/DarkRoom-v0 --tasks test --episodes 50 --out results.json
+
+The figure is the mean return of the last 10 episodes as a fraction of the task's optimum
+(``env.unwrapped.optimal_return()``), per task and averaged. All tasks run together, one env
+and one memory row each, so their episodes must end at the same step (the DarkRoom family's
+fixed horizons do).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+
+def task_selection(env_id: str, tasks: str | list[Any]) -> list[Any]:
+    """``test`` / ``train`` (the env's fixed split), ``all``, or a list of tasks."""
+    if not isinstance(tasks, str):
+        return list(tasks)
+    from imaginegym.envs import darkroom
+
+    env = gym.make(env_id)
+    try:
+        if not hasattr(env.unwrapped, "tasks"):
+            raise ValueError(f"{env_id} has no tasks: evaluate in-context agents in an env whose task is chosen at reset")
+        name = type(env.unwrapped).__name__
+        if tasks == "all":
+            return list(env.unwrapped.tasks)
+        if tasks not in ("train", "test"):
+            raise ValueError(f"tasks={tasks!r}: use train, test, all or a list of tasks")
+        return list((darkroom.train_tasks if tasks == "train" else darkroom.test_tasks)(name))
+    finally:
+        env.close()
+
+
+def evaluate_in_context(agent, env_id: str | None = None, tasks: str | list[Any] = "test", episodes: int = 50, seed: int = 0,
+                        progress: bool = True, make_env=None) -> dict[str, Any]:
+    """Returns per episode and task, and the last-10 figure. ``make_env(task)`` builds each task's env (default:
+    ``gym.make(env_id, task=task)``; an imagined env for the same figure in imagination)."""
+    env_id = env_id or agent.env_id
+    selected = task_selection(env_id, tasks)
+    envs = [make_env(task) if make_env else gym.make(env_id, task=task) for task in selected]
+    for env in envs:
+        agent.check_env(env)
+    optimal = np.array([float(env.unwrapped.optimal_return()) for env in envs])
+    returns = np.zeros((episodes, len(envs)))
+    agent.reset(batch=len(envs))
+    bar = tqdm(total=episodes, unit="episode", desc="in-context evaluation", disable=not progress, dynamic_ncols=True)
+    try:
+        for episode in range(episodes):
+            obs = np.stack([env.reset(seed=seed + 1000 * episode + i)[0] for i, env in enumerate(envs)])
+            done = np.zeros(len(envs), dtype=bool)
+            while not done.all():
+                actions = agent.act_batch(obs)
+                steps = [env.step(a) for env, a in zip(envs, actions)]
+                rewards = np.array([s[1] for s in steps], dtype=np.float32)
+                terminated, truncated = np.array([s[2] for s in steps]), np.array([s[3] for s in steps])
+                if len(set((terminated | truncated).tolist())) > 1:
+                    raise ValueError(f"{env_id}'s episodes ended at different steps: in-context evaluation runs its tasks in lockstep, "
+                                     "which needs a fixed horizon (the DarkRoom family has one)")
+                agent.observe_batch(actions, rewards, terminated, truncated)
+                returns[episode] += rewards
+                obs, done = np.stack([s[0] for s in steps]), terminated | truncated
+            bar.update()
+    finally:
+        bar.close()
+        for env in envs:
+            env.close()
+    fraction = returns[-10:].mean(0) / optimal
+    return {"env_id": env_id, "tasks": [np.asarray(t).tolist() for t in selected], "episodes": episodes, "seed": seed,
+            "returns": returns.T.tolist(), "optimal_return": optimal.tolist(),
+            "fraction_of_optimal_last10": fraction.tolist(), "mean_fraction_of_optimal_last10": float(fraction.mean()),
+            "min_fraction_of_optimal_last10": float(fraction.min()),
+            "mean_return_by_episode": returns.mean(1).tolist()}
+
+
+def write_results(result: dict[str, Any], path: str | os.PathLike) -> Path:
+    from imaginegym.data.atomic import write_json_atomic
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, result)
+    return path
