@@ -131,3 +131,11 @@ def test_agent_throughput_benchmark_prints_the_ratio(tiny_world_model_path):
                              "--num-envs", "4", "--real-envs", "1", "--rollout-steps", "16"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "imagined / real:" in result.stdout and "imagined (4 envs in one batch)" in result.stdout
+
+
+def test_in_context_darkroom(tmp_path):
+    out = run_example("in_context_darkroom.py", "--model", "compressed-ad", "--num-tasks", "2", "--history-episodes", "3",
+                      "--runs-per-task", "1", "--steps", "2", "--episodes", "2", "--tiny", "--out", str(tmp_path))
+    assert "of the optimum" in out
+    assert iio.imread(tmp_path / "learning_curve.png").ndim == 3
+    assert (tmp_path / "run" / "agent" / "in_context_agent.json").is_file()

@@ -87,3 +87,43 @@ def write_results(result: dict[str, Any], path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, result)
     return path
+
+
+def source_learning_curve(env_id: str, tasks: str | list[Any] = "test", episodes: int = 50, seed: int = 0, source=None) -> np.ndarray:
+    """The source algorithm's own learning curve: mean return per episode over ``tasks``, each learned from scratch."""
+    from imaginegym.agents.ad.histories import HistoriesConfig, run_source
+    from imaginegym.agents.ad.sources import SourceConfig
+
+    config = HistoriesConfig(env=env_id, episodes=episodes, seed=seed, source=source or SourceConfig())
+    selected = task_selection(env_id, tasks)
+    returns = np.zeros((episodes, len(selected)))
+    for run, task in enumerate(selected):
+        for k, episode in run_source(config, run, task):
+            returns[k, run] = float(episode.rewards.sum())
+    return returns.mean(1)
+
+
+def plot_learning_curves(curves: dict[str, Any], optimal: float, path: str | os.PathLike, title: str = "") -> Path:
+    """Mean return per episode of each curve (label -> values), with the optimum dashed, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    for label, values in curves.items():
+        ax.plot(np.arange(1, len(values) + 1), values, label=label)
+    ax.axhline(optimal, color="gray", linestyle="--", linewidth=1, label="optimal")
+    ax.set_xlabel("episode (in context / of learning)")
+    ax.set_ylabel("return")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    from imaginegym.data.atomic import atomic_write
+
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
