@@ -247,3 +247,24 @@ def test_cli_histories_train_eval(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["ad", "train", "--data", str(tmp_path / "missing"), "--out", str(run)])
     assert exit_info.value.code == 2 and "imaginegym ad histories --out" in capsys.readouterr().err
+
+
+def test_latency_benchmark_reports_flat_memory_for_compressed_ad(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench", Path(__file__).resolve().parents[1] / "benchmarks" / "in_context_latency.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    env = gym.make("imaginegym/DarkRoom-v0")
+    paths = []
+    for config in (TINY_AD, TINY_CAD):
+        agent = InContextAgent(build_model(config, env.observation_space, env.action_space), env_id="imaginegym/DarkRoom-v0")
+        paths.append(str(agent.save(tmp_path / config.model)))
+    bench.main(["--agents", *paths, "--lengths", "100", "400", "--png", str(tmp_path / "latency.png")])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(f"| {tmp_path}")]
+    assert len(rows) == 2
+    cad = rows[1].split("|")
+    assert cad[-3].strip() == cad[-2].strip()  # the same memory at 100 and 400 transitions
+    assert (tmp_path / "latency.png").stat().st_size > 0
