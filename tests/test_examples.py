@@ -139,3 +139,11 @@ def test_in_context_darkroom(tmp_path):
     assert "of the optimum" in out
     assert iio.imread(tmp_path / "learning_curve.png").ndim == 3
     assert (tmp_path / "run" / "agent" / "in_context_agent.json").is_file()
+
+
+def test_latent_state_probe_prints_r2_per_state_variable(tiny_world_model_path):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "latent_state_probe.py"), "--world-model", tiny_world_model_path,
+                             "--episodes", "2", "--steps", "20", "--mlp-steps", "5"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith(f"| {tiny_world_model_path}")]
+    assert [row.split("|")[2].strip() for row in rows] == ["ridge", "MLP"] and len(rows[0].split("|")) == 9
