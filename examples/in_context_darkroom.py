@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.tiny:
         model = ModelConfig(model=args.model, d_model=16, layers=1, heads=2, context=24, n_latent=4, segment=5, window=6, encoder_layers=1)
     agent_dir = train_in_context(TrainConfig(data=str(data), steps=args.steps, batch_size=4 if args.tiny else 32, eval_every=0,
-                                             max_depth=2 if args.tiny else 12, model=model), out / "run")
+                                             model=model), out / "run")
 
     agent = InContextAgent.load(agent_dir)
     result = evaluate_in_context(agent, args.env, tasks="test", episodes=args.episodes)

@@ -152,7 +152,7 @@ def test_histories_arrays_shift_previous_transition_inputs(tmp_path):
 @pytest.mark.parametrize("model", [TINY_AD, TINY_CAD])
 def test_training_resumes_and_exports_an_agent(tmp_path, model):
     root = _tiny_histories(tmp_path)
-    config = TrainConfig(data=str(root), steps=6, batch_size=4, checkpoint_every=3, eval_every=0, max_depth=3, grad_depth=1,
+    config = TrainConfig(data=str(root), steps=6, batch_size=4, checkpoint_every=3, eval_every=0, grad_depth=1, latent_refresh=2,
                          threads=1, device="cpu", model=model)
     out = tmp_path / "run"
     agent_dir = train_in_context(config, out, progress=False)
@@ -238,7 +238,7 @@ def test_cli_histories_train_eval(tmp_path, capsys):
     assert json.loads((data / "histories.json").read_text())["source"]["epsilon"] == 0.2
     assert main(["ad", "train", "--data", str(data), "--out", str(run), "--steps", "3", "--batch-size", "2", "--eval-every", "0",
                  "--model", "compressed-ad", "--d-model", "16", "--layers", "1", "--heads", "2", "--n-latent", "4", "--segment", "5",
-                 "--window", "8", "--encoder-layers", "1", "--max-depth", "2", "--device", "cpu"]) == 0
+                 "--window", "8", "--encoder-layers", "1", "--latent-refresh", "2", "--device", "cpu"]) == 0
     results = tmp_path / "results.json"
     assert main(["ad", "eval", "--agent", str(run), "--episodes", "2", "--out", str(results)]) == 0
     result = json.loads(results.read_text())
@@ -268,3 +268,25 @@ def test_latency_benchmark_reports_flat_memory_for_compressed_ad(tmp_path, capsy
     cad = rows[1].split("|")
     assert cad[-3].strip() == cad[-2].strip()  # the same memory at 100 and 400 transitions
     assert (tmp_path / "latency.png").stat().st_size > 0
+
+
+def test_stored_latents_are_the_model_folding_each_run_from_its_start(tmp_path):
+    from imaginegym.agents.ad.train import LatentStore
+
+    h = Histories(_tiny_histories(tmp_path, episodes=2))
+    env = gym.make("imaginegym/DarkRoom-v0")
+    model = build_model(TINY_CAD, env.observation_space, env.action_space)
+    store = LatentStore(h, TINY_CAD.segment)
+    store.refresh(model, torch.device("cpu"), chunk=2)
+    assert store.latents.shape == (3, 40 // 5 + 1, 4, 16)
+    assert model.training  # refresh leaves the training mode as it was
+    model.eval()
+    with torch.no_grad():
+        run, index = 2, h.starts[2] + np.arange(15)
+        from imaginegym.agents.ad.train import _inputs, to_tensors
+
+        tokens = model.tokens(to_tensors({k: v[None] for k, v in _inputs(h, index).items()}, torch.device("cpu")))
+        latents = model.initial(1)
+        for j in range(3):
+            latents = model.compress(latents, tokens[:, j * 5:(j + 1) * 5])
+    torch.testing.assert_close(store.latents[run, 3], latents[0])

@@ -6,11 +6,14 @@
 Samples: a run and a start position drawn uniformly over the whole run, so early, middle and
 late learning are all trained on.
 - AD: ``context`` consecutive transitions; the action is predicted at every position.
-- Compressed AD: each batch draws a compression depth d uniformly from 0..``max_depth``: d
-  segments of ``segment`` transitions are folded one after another into the latents (the
-  gradient flows through the last ``grad_depth`` foldings; older ones run without it, so the
-  encoder learns to read latents that were themselves folded many times), and the decoder
-  predicts the actions of the ``window`` transitions that follow. Accuracy is logged per depth.
+- Compressed AD: windows start at a segment boundary b of their run (b uniform over the whole
+  run, so every compression depth from 0 to the run's length / ``segment`` is trained, as the
+  agent meets them when it streams from an empty memory through a whole learning history).
+  The latents at boundary b - ``grad_depth`` come from a store of every run's latents at every
+  boundary, folded from the run's start by the model itself and refreshed every
+  ``latent_refresh`` steps (stale by at most that many steps, as R2D2's stored recurrent
+  states); the last ``grad_depth`` segments are folded with the gradient, and the decoder
+  predicts the ``window`` transitions that follow. Accuracy is logged per depth range.
 
 Writes OUT/checkpoint.pt (state dicts, `torch.load(weights_only=True)`), OUT/tensorboard,
 and OUT/agent (the `InContextAgent`: weights as safetensors and a JSON config).
@@ -45,8 +48,8 @@ class TrainConfig:
     warmup: int = 500  # warm-up steps
     weight_decay: float = 0.01  # AdamW weight decay
     label_smoothing: float = 0.0  # Discrete actions: cross-entropy label smoothing
-    max_depth: int = 12  # Compressed AD: deepest compression trained (depths 0..max_depth, uniformly)
-    grad_depth: int = 3  # Compressed AD: foldings the gradient flows through (the latest ones)
+    grad_depth: int = 3  # Compressed AD: foldings the gradient flows through (the latest ones before the window)
+    latent_refresh: int = 250  # Compressed AD: steps between refreshes of the stored latents of every run
     checkpoint_every: int = 1000  # steps between resumable checkpoints
     eval_every: int = 2000  # steps between in-context evaluations on held-out tasks (0: never)
     eval_episodes: int = 30  # in-context episodes per held-out task at those evaluations
@@ -58,7 +61,8 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("steps", "batch_size", "checkpoint_every"):
             check_count(name, getattr(self, name))
-        for name in ("warmup", "max_depth", "grad_depth", "eval_every", "eval_episodes", "threads"):
+        check_count("latent_refresh", self.latent_refresh)
+        for name in ("warmup", "grad_depth", "eval_every", "eval_episodes", "threads"):
             check_count(name, getattr(self, name), 0)
         if not self.data:
             raise ValueError("data='': give the learning histories to train on (--data DIR, written by `imaginegym ad histories`)")
@@ -148,31 +152,95 @@ def _schedule(step: int, config: TrainConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def batch_loss(model, histories: Histories, rng: np.random.Generator, config: TrainConfig, device: torch.device):
-    """-> (loss, accuracy, depth) of one sampled batch (depth None for AD)."""
+class LatentStore:
+    """Every run's latents at every segment boundary (boundary j: after folding its first j segments), as the model
+    folded them at the last `refresh`. Runs are folded together, one boundary at a time, without gradient."""
+
+    def __init__(self, histories: Histories, segment: int):
+        self.histories, self.segment = histories, segment
+        self.boundaries = histories.lengths // segment + 1  # per run, boundaries 0..lengths // segment
+        self.latents: torch.Tensor | None = None  # (runs, max boundaries, n_latent, d), on the CPU
+
+    @torch.no_grad()
+    def refresh(self, model, device: torch.device, chunk: int = 64) -> None:
+        h, s = self.histories, self.segment
+        was_training = model.training
+        model.eval()
+        most = int(self.boundaries.max())
+        store = torch.zeros(len(h), most, model.config.n_latent, model.config.d_model)
+        for first in range(0, len(h), chunk):
+            runs = np.arange(first, min(first + chunk, len(h)))
+            latents = model.initial(len(runs)).clone()
+            store[runs, 0] = latents.cpu()
+            for j in range(1, most):
+                live = runs[self.boundaries[runs] > j]
+                if not len(live):
+                    break
+                index = h.starts[live][:, None] + (j - 1) * s + np.arange(s)
+                tokens = model.tokens(to_tensors(_inputs(h, index), device))
+                rows = torch.as_tensor(np.searchsorted(runs, live), device=latents.device)
+                latents[rows] = model.compress(latents[rows], tokens)
+                store[live, j] = latents[rows].cpu()
+        self.latents = store
+        model.train(was_training)
+
+
+def _inputs(h: Histories, index: np.ndarray) -> dict[str, np.ndarray]:
+    return {"obs": h.obs[index], "prev_action": h.prev_action[index], "prev_reward": h.prev_reward[index],
+            "prev_done": h.prev_done[index], "action": h.action[index]}
+
+
+def _compressed_batch(model, h: Histories, rng: np.random.Generator, config: TrainConfig, device: torch.device, store: LatentStore):
+    """Windows at segment boundaries b (uniform over each run), the last ``grad_depth`` segments before them folded with
+    the gradient onto stored latents. -> (outputs, window batch, mean depth)."""
+    mc, g = model.config, config.grad_depth
+    s, w = mc.segment, mc.window
+    long_enough = np.flatnonzero(h.lengths >= w)
+    runs = rng.choice(long_enough, config.batch_size)
+    b = rng.integers(0, (h.lengths[runs] - w) // s + 1)  # the window's boundary = its compression depth
+    first = np.maximum(b - g, 0)  # the stored boundary the folds start from
+    offsets = (b - g)[:, None] * s + np.arange(g * s + w)  # g segment slots, then the window
+    index = h.starts[runs][:, None] + np.maximum(offsets, 0)
+    batch = to_tensors(_inputs(h, index), device)
+    tokens = model.tokens(batch)
+    stored = store.latents[runs, first].to(device)
+    at_start = torch.as_tensor(first == 0, device=device)[:, None, None]
+    latents = torch.where(at_start, model.initial(config.batch_size), stored)
+    for k in range(g):
+        fold = torch.as_tensor(b - g + k >= 0, device=device)[:, None, None]  # slot k holds a segment of this run
+        if bool(fold.any()):
+            latents = torch.where(fold, model.compress(latents, tokens[:, k * s:(k + 1) * s]), latents)
+    out = model(latents, tokens[:, g * s:])
+    window = {k: v[:, g * s:] for k, v in batch.items()}
+    return out, window, b
+
+
+DEPTH_BINS = (0, 1, 2, 5, 10, 20, 50, 100)
+
+
+def depth_bin(depth: int) -> str:
+    """The TensorBoard name of a compression depth's range, e.g. 7 -> "5-9"."""
+    for low, high in zip(DEPTH_BINS, DEPTH_BINS[1:]):
+        if depth < high:
+            return str(low) if high == low + 1 else f"{low}-{high - 1}"
+    return f"{DEPTH_BINS[-1]}+"
+
+
+def batch_loss(model, histories: Histories, rng: np.random.Generator, config: TrainConfig, device: torch.device,
+               store: LatentStore | None = None):
+    """-> (loss, accuracy, depth) of one sampled batch (depth None for AD, else each sequence's compression depth)."""
     mc = model.config
     if mc.model == "ad":
         batch = to_tensors(histories.sample(rng, config.batch_size, mc.context), device)
         out = model(model.tokens(batch))
         depth = None
     else:
-        longest = int((histories.lengths.max() - mc.window) // mc.segment)
-        depth = int(rng.integers(0, min(config.max_depth, longest) + 1))
-        batch = to_tensors(histories.sample(rng, config.batch_size, depth * mc.segment + mc.window), device)
-        tokens = model.tokens(batch)
-        latents = model.initial(config.batch_size)
-        for k in range(depth):
-            segment = tokens[:, k * mc.segment:(k + 1) * mc.segment]
-            if k < depth - config.grad_depth:
-                with torch.no_grad():
-                    latents = model.compress(latents, segment.detach())
-            else:
-                latents = model.compress(latents, segment)
-        out = model(latents, tokens[:, depth * mc.segment:])
-        batch = {k: v[:, depth * mc.segment:] for k, v in batch.items() if k != "run_position"}
+        out, batch, depth = _compressed_batch(model, histories, rng, config, device, store)
     loss = model.head.loss(out, batch["action"], config.label_smoothing).mean()
-    accuracy = model.head.correct(out, batch["action"]).float().mean()
-    return loss, accuracy, depth
+    hits = model.head.correct(out, batch["action"]).float()
+    if depth is not None:
+        return loss, hits.mean(), (depth, hits.mean(1).detach().cpu().numpy())
+    return loss, hits.mean(), None
 
 
 def train_in_context(config: TrainConfig, out: str | os.PathLike, progress: bool = True) -> Path:
@@ -204,13 +272,16 @@ def train_in_context(config: TrainConfig, out: str | os.PathLike, progress: bool
     out.mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(str(out / "tensorboard"))
     bar = tqdm(total=config.steps, initial=step, unit="step", desc=f"train {config.model.model}", disable=not progress, dynamic_ncols=True)
-    depth_hits: dict[int, list[float]] = {}
+    depth_hits: dict[str, list[float]] = {}
+    store = LatentStore(histories, config.model.segment) if config.model.model == "compressed-ad" else None
     try:
         model.train()
         while step < config.steps:
+            if store is not None and (store.latents is None or step % config.latent_refresh == 0):
+                store.refresh(model, device)
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * _schedule(step, config)
-            loss, accuracy, depth = batch_loss(model, histories, rng, config, device)
+            loss, accuracy, depth = batch_loss(model, histories, rng, config, device, store)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -223,10 +294,11 @@ def train_in_context(config: TrainConfig, out: str | os.PathLike, progress: bool
                 writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy.item():.3f}")
             if depth is not None:
-                depth_hits.setdefault(depth, []).append(accuracy.item())
+                for d, hit in zip(*depth):
+                    depth_hits.setdefault(depth_bin(int(d)), []).append(float(hit))
                 if step % 200 == 0:
-                    for d, hits in sorted(depth_hits.items()):
-                        writer.add_scalar(f"accuracy_by_depth/{d}", float(np.mean(hits)), step)
+                    for name, hits in depth_hits.items():
+                        writer.add_scalar(f"accuracy_by_depth/{name}", float(np.mean(hits)), step)
                     depth_hits.clear()
             if step % config.checkpoint_every == 0 or step == config.steps:
                 save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step},
