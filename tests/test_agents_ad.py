@@ -290,3 +290,18 @@ def test_stored_latents_are_the_model_folding_each_run_from_its_start(tmp_path):
         for j in range(3):
             latents = model.compress(latents, tokens[:, j * 5:(j + 1) * 5])
     torch.testing.assert_close(store.latents[run, 3], latents[0])
+
+
+def test_returns_benchmark_prints_a_row_per_agent_and_plots(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("returns", Path(__file__).resolve().parents[1] / "benchmarks" / "in_context_returns.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    env = gym.make("imaginegym/DarkRoom-v0")
+    path = InContextAgent(build_model(TINY_AD, env.observation_space, env.action_space), env_id="imaginegym/DarkRoom-v0").save(tmp_path / "a")
+    bench.main(["--agents", str(path), "--episodes", "2", "--png", str(tmp_path / "curve.png"), "--json-dir", str(tmp_path / "json")])
+    out = capsys.readouterr().out
+    assert out.count(f"| {path} | ad | 8 test |") == 1 and "source algorithm" in out
+    assert (tmp_path / "curve.png").stat().st_size > 0 and json.loads((tmp_path / "json" / "a.json").read_text())["episodes"] == 2
