@@ -6,14 +6,16 @@
 Samples: a run and a start position drawn uniformly over the whole run, so early, middle and
 late learning are all trained on.
 - AD: ``context`` consecutive transitions; the action is predicted at every position.
-- Compressed AD: windows start at a segment boundary b of their run (b uniform over the whole
-  run, so every compression depth from 0 to the run's length / ``segment`` is trained, as the
-  agent meets them when it streams from an empty memory through a whole learning history).
-  The latents at boundary b - ``grad_depth`` come from a store of every run's latents at every
-  boundary, folded from the run's start by the model itself and refreshed every
-  ``latent_refresh`` steps (stale by at most that many steps, as R2D2's stored recurrent
-  states); the last ``grad_depth`` segments are folded with the gradient, and the decoder
-  predicts the ``window`` transitions that follow. Accuracy is logged per depth range.
+- Compressed AD: windows start at a segment boundary b of their run, b spread log-uniformly
+  over the whole run, so every compression depth from 0 to the run's length / ``segment`` is
+  trained (the agent meets them all as it streams from an empty memory through a learning
+  history), the early ones, where the source explores and the latents must remember where,
+  more often. The latents at boundary b - ``burn_in`` - ``grad_depth`` come from a store of
+  every run's latents at every boundary, folded from the run's start by the model itself and
+  refreshed every ``latent_refresh`` steps (R2D2's stored recurrent states); the next
+  ``burn_in`` segments are folded without gradient by the current weights, the last
+  ``grad_depth`` with it, and the decoder predicts the ``window`` transitions that follow.
+  Accuracy is logged per depth range.
 
 Writes OUT/checkpoint.pt (state dicts, `torch.load(weights_only=True)`), OUT/tensorboard,
 and OUT/agent (the `InContextAgent`: weights as safetensors and a JSON config).
@@ -49,7 +51,8 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW weight decay
     label_smoothing: float = 0.0  # Discrete actions: cross-entropy label smoothing
     grad_depth: int = 3  # Compressed AD: foldings the gradient flows through (the latest ones before the window)
-    latent_refresh: int = 250  # Compressed AD: steps between refreshes of the stored latents of every run
+    burn_in: int = 4  # Compressed AD: foldings before those, without gradient, by the current weights (from the stored latents)
+    latent_refresh: int = 100  # Compressed AD: steps between refreshes of the stored latents of every run
     checkpoint_every: int = 1000  # steps between resumable checkpoints
     eval_every: int = 2000  # steps between in-context evaluations on held-out tasks (0: never)
     eval_episodes: int = 30  # in-context episodes per held-out task at those evaluations
@@ -62,7 +65,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every"):
             check_count(name, getattr(self, name))
         check_count("latent_refresh", self.latent_refresh)
-        for name in ("warmup", "grad_depth", "eval_every", "eval_episodes", "threads"):
+        for name in ("warmup", "grad_depth", "burn_in", "eval_every", "eval_episodes", "threads"):
             check_count(name, getattr(self, name), 0)
         if not self.data:
             raise ValueError("data='': give the learning histories to train on (--data DIR, written by `imaginegym ad histories`)")
@@ -191,27 +194,37 @@ def _inputs(h: Histories, index: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _compressed_batch(model, h: Histories, rng: np.random.Generator, config: TrainConfig, device: torch.device, store: LatentStore):
-    """Windows at segment boundaries b (uniform over each run), the last ``grad_depth`` segments before them folded with
-    the gradient onto stored latents. -> (outputs, window batch, mean depth)."""
-    mc, g = model.config, config.grad_depth
+    """Windows at segment boundaries b (log-uniform over each run: every depth, the early ones of exploration more
+    often), latents from the store at b - burn_in - grad_depth, folded on without gradient for ``burn_in`` segments
+    (so the model's current weights, not the store's older ones, made the latents it reads) and with it for
+    ``grad_depth``. -> (outputs, window batch, depths)."""
+    mc, g, burn = model.config, config.grad_depth, config.burn_in
     s, w = mc.segment, mc.window
+    folds = burn + g
     long_enough = np.flatnonzero(h.lengths >= w)
     runs = rng.choice(long_enough, config.batch_size)
-    b = rng.integers(0, (h.lengths[runs] - w) // s + 1)  # the window's boundary = its compression depth
-    first = np.maximum(b - g, 0)  # the stored boundary the folds start from
-    offsets = (b - g)[:, None] * s + np.arange(g * s + w)  # g segment slots, then the window
+    most = (h.lengths[runs] - w) // s + 1  # boundaries a window can start at
+    b = np.minimum(np.floor(np.exp(rng.uniform(0, np.log(most + 1)))).astype(np.int64) - 1, most - 1)  # log-uniform in 0..most-1
+    first = np.maximum(b - folds, 0)  # the stored boundary the folds start from
+    offsets = (b - folds)[:, None] * s + np.arange(folds * s + w)  # fold slots, then the window
     index = h.starts[runs][:, None] + np.maximum(offsets, 0)
     batch = to_tensors(_inputs(h, index), device)
     tokens = model.tokens(batch)
     stored = store.latents[runs, first].to(device)
     at_start = torch.as_tensor(first == 0, device=device)[:, None, None]
     latents = torch.where(at_start, model.initial(config.batch_size), stored)
-    for k in range(g):
-        fold = torch.as_tensor(b - g + k >= 0, device=device)[:, None, None]  # slot k holds a segment of this run
-        if bool(fold.any()):
-            latents = torch.where(fold, model.compress(latents, tokens[:, k * s:(k + 1) * s]), latents)
-    out = model(latents, tokens[:, g * s:])
-    window = {k: v[:, g * s:] for k, v in batch.items()}
+    for k in range(folds):
+        fold = torch.as_tensor(b - folds + k >= 0, device=device)[:, None, None]  # slot k holds a segment of this run
+        if not bool(fold.any()):
+            continue
+        segment = tokens[:, k * s:(k + 1) * s]
+        if k < burn:
+            with torch.no_grad():
+                latents = torch.where(fold, model.compress(latents, segment.detach()), latents)
+        else:
+            latents = torch.where(fold, model.compress(latents, segment), latents)
+    out = model(latents, tokens[:, folds * s:])
+    window = {k: v[:, folds * s:] for k, v in batch.items()}
     return out, window, b
 
 
