@@ -56,6 +56,7 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between resumable checkpoints
     eval_every: int = 2000  # steps between in-context evaluations on held-out tasks (0: never)
     eval_episodes: int = 30  # in-context episodes per held-out task at those evaluations
+    eval_tasks: int = 16  # held-out tasks at those evaluations (the first of the split; 0: all)
     seed: int = 0  # sampling and initial weights
     device: str = "auto"  # cpu, cuda, cuda:N or auto
     threads: int = 0  # torch CPU threads (0: torch's default)
@@ -65,7 +66,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every"):
             check_count(name, getattr(self, name))
         check_count("latent_refresh", self.latent_refresh)
-        for name in ("warmup", "grad_depth", "burn_in", "eval_every", "eval_episodes", "threads"):
+        for name in ("warmup", "grad_depth", "burn_in", "eval_every", "eval_episodes", "eval_tasks", "threads"):
             check_count(name, getattr(self, name), 0)
         if not self.data:
             raise ValueError("data='': give the learning histories to train on (--data DIR, written by `imaginegym ad histories`)")
@@ -331,11 +332,12 @@ def train_in_context(config: TrainConfig, out: str | os.PathLike, progress: bool
 
 
 def _quick_eval(agent, histories: Histories, config: TrainConfig) -> float | None:
-    from imaginegym.agents.ad.evaluate import evaluate_in_context
+    from imaginegym.agents.ad.evaluate import evaluate_in_context, task_selection
 
     try:
-        result = evaluate_in_context(agent, histories.env_id, tasks="test", episodes=config.eval_episodes, seed=config.seed,
-                                     progress=False)
+        tasks = task_selection(histories.env_id, "test")
+        result = evaluate_in_context(agent, histories.env_id, tasks=tasks[:config.eval_tasks or None], episodes=config.eval_episodes,
+                                     seed=config.seed, progress=False)
     except ValueError:
         return None  # an env without a held-out split
     return float(np.mean(result["fraction_of_optimal_last10"]))
