@@ -9,7 +9,9 @@ actions and rewards), never the hidden task.
   model-based learner with optimism in the face of uncertainty (R-max style). It learns what
   each action does to the position (one displacement per action, clipped at the walls, and
   corrected by every transition it sees), and the reward of every (cell, rewards-so-far) it has
-  entered; a cell it has not entered is assumed to pay ``optimism`` per step. It plans
+  entered; a state it has not entered is assumed to pay ``optimism``: at every step for
+  DarkRoom, whose goal pays at every step, and once, ending the plan, where rewards come once
+  (``unseen``). It plans
   ``horizon`` steps ahead by value iteration at every step, so it sweeps the room for the
   goal and then goes to it by the shortest path. Decaying epsilon-greedy noise
   (``epsilon * epsilon_decay**episode``) makes its early episodes diverse, so the history
@@ -22,7 +24,7 @@ actions and rewards), never the hidden task.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import gymnasium as gym
 import numpy as np
@@ -37,15 +39,18 @@ class SourceConfig:
     name: str = "optimistic"  # optimistic | q-learning
     epsilon: float = 0.3  # probability of a random action in episode 0
     epsilon_decay: float = 0.85  # per episode
-    optimism: float = 0.9  # optimistic: reward assumed per step in a cell never entered
+    optimism: float = 0.9  # optimistic: reward assumed for entering a state never entered
+    unseen: str = "auto"  # optimistic: "per-step" (every unseen state on a path pays `optimism`) or "once" (the first ends the plan); auto: by env
+    discount: float = 0.9  # q-learning: discount; optimistic with unseen="once": discount of the plan (nearer rewards first)
     reward_memory: int = -1  # rewards-so-far counted into the state, capped (-1: the env's default, see `default_reward_memory`)
     learning_rate: float = 0.5  # q-learning: step size
-    discount: float = 0.9  # q-learning: discount
     initial_value: float = 1.0  # q-learning: optimistic initial Q
 
     def __post_init__(self):
         if self.name not in SOURCE_NAMES:
             raise ValueError(f"source={self.name!r}: use one of {', '.join(SOURCE_NAMES)}")
+        if self.unseen not in ("auto", "per-step", "once"):
+            raise ValueError(f"unseen={self.unseen!r}: use auto, per-step or once")
         if not 0 <= self.epsilon <= 1 or not 0 <= self.epsilon_decay <= 1:
             raise ValueError(f"epsilon={self.epsilon} and epsilon_decay={self.epsilon_decay} must be in [0, 1]")
 
@@ -57,6 +62,13 @@ def default_reward_memory(env: gym.Env) -> int:
     return {"DarkRoom": 0, "DarkRoomHard": 1, "DarkKeyToDoor": 2}.get(name, 1)
 
 
+def default_unseen(env: gym.Env) -> str:
+    """How an unseen state counts in the optimistic plan: "per-step" where the reward repeats at every step (DarkRoom's
+    goal), so a found goal outweighs any unseen cell; "once" where rewards come once (DarkRoomHard, DarkKeyToDoor), so
+    that a plan through many unseen states does not outweigh the rewards it knows."""
+    return "per-step" if type(env.unwrapped).__name__ == "DarkRoom" else "once"
+
+
 def make_source(config: SourceConfig, env: gym.Env) -> "OptimisticExplorer | QLearning":
     space, actions = env.observation_space, env.action_space
     if not isinstance(space, gym.spaces.MultiDiscrete) or space.nvec.ndim != 1 or not isinstance(actions, gym.spaces.Discrete):
@@ -64,6 +76,8 @@ def make_source(config: SourceConfig, env: gym.Env) -> "OptimisticExplorer | QLe
                          f"imaginegym/DarkRoom-v0); this env has {space} and {actions}")
     memory = default_reward_memory(env) if config.reward_memory < 0 else config.reward_memory
     horizon = getattr(env.unwrapped, "horizon", None) or env.spec.max_episode_steps
+    if config.unseen == "auto":
+        config = replace(config, unseen=default_unseen(env))
     cls = OptimisticExplorer if config.name == "optimistic" else QLearning
     return cls(config, space.nvec.astype(np.int64), int(actions.n), memory, int(horizon))
 
@@ -130,9 +144,15 @@ class OptimisticExplorer(_TabularSource):
             target = np.where(reward[nxt] > 0, raised, nxt)
         value = np.zeros(self.num_states)
         q = np.zeros((self.num_states, self.num_actions))
-        for _ in range(max(self.horizon - self._t, 1)):
-            q = reward[nxt] + value[target]
-            value = q.max(axis=1)
+        if self.config.unseen == "once":  # entering an unseen state ends the plan with `optimism`
+            unseen = np.isnan(self.reward)[nxt]
+            for _ in range(max(self.horizon - self._t, 1)):
+                q = np.where(unseen, self.config.optimism, reward[nxt] + self.config.discount * value[target])
+                value = q.max(axis=1)
+        else:
+            for _ in range(max(self.horizon - self._t, 1)):
+                q = reward[nxt] + value[target]
+                value = q.max(axis=1)
         q = q[self.state(obs)]
         return np.where(self.tried, q, np.inf)  # an action never tried is tried first
 
