@@ -11,7 +11,8 @@ actions and rewards), never the hidden task.
   corrected by every transition it sees), and the reward of every (cell, rewards-so-far) it has
   entered; a state it has not entered is assumed to pay ``optimism``: at every step for
   DarkRoom, whose goal pays at every step, and once, ending the plan, where rewards come once
-  (``unseen``). It plans
+  (``unseen``), where once the episode's rewards reach ``reward_memory`` nothing more is
+  sought and the first best action (staying) is taken. It plans
   ``horizon`` steps ahead by value iteration at every step, so it sweeps the room for the
   goal and then goes to it by the shortest path. Decaying epsilon-greedy noise
   (``epsilon * epsilon_decay**episode``) makes its early episodes diverse, so the history
@@ -105,7 +106,14 @@ class _TabularSource:
         if rng.random() < self.epsilon:
             return int(rng.integers(self.num_actions))
         q = self.action_values(obs)
-        return int(rng.choice(np.flatnonzero(q >= q.max() - 1e-9)))
+        best = np.flatnonzero(q >= q.max() - 1e-9)
+        if self.done_learning():
+            return int(best[0])  # nothing left to gain this episode: the first best action (DarkRoom's "stay")
+        return int(rng.choice(best))
+
+    def done_learning(self) -> bool:
+        """The episode can pay nothing more (its rewards so far reached the cap of a once-paying env)."""
+        return False
 
     def update(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, done: bool) -> None:
         memory = min(self._memory + (reward > 0), self.memory_cap)
@@ -115,6 +123,9 @@ class _TabularSource:
 
 class OptimisticExplorer(_TabularSource):
     """R-max-style model-based explorer; see the module docstring."""
+
+    def done_learning(self) -> bool:
+        return self.config.unseen == "once" and 0 < self.memory_cap == self._memory
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -146,6 +157,9 @@ class OptimisticExplorer(_TabularSource):
         q = np.zeros((self.num_states, self.num_actions))
         if self.config.unseen == "once":  # entering an unseen state ends the plan with `optimism`
             unseen = np.isnan(self.reward)[nxt]
+            if self.memory_cap > 0:  # after the last reward the env can pay (the top layer) nothing is left to find
+                unseen &= nxt < self.memory_cap * self.num_cells
+                reward = np.where(np.isnan(self.reward), 0.0, self.reward)
             for _ in range(max(self.horizon - self._t, 1)):
                 q = np.where(unseen, self.config.optimism, reward[nxt] + self.config.discount * value[target])
                 value = q.max(axis=1)
