@@ -15,6 +15,7 @@ episodes that are missing; ``histories.json`` ties the directory to its settings
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -140,27 +141,26 @@ def _finished(root: Path, config: HistoriesConfig, runs: int) -> list[set[int]]:
     return [{k for k in range(config.episodes) if shard_name(r * config.episodes + k) in present} for r in range(runs)]
 
 
-def _check_settings(root: Path, config: HistoriesConfig, restart: bool) -> None:
-    import json
-
-    settings = root / SETTINGS_FILE
-    if settings.is_file() and not restart:
+def _check_settings(root: Path, config: HistoriesConfig) -> None:
+    """Refuse a directory of other histories; record these settings (``histories.json``)."""
+    settings, wanted = root / SETTINGS_FILE, json.loads(json.dumps(config.to_json()))  # as JSON reads it back
+    if settings.is_file():
         old = json.loads(settings.read_text())
-        if old != json.loads(json.dumps(config.to_json())):
-            changed = sorted(k for k in set(old) | set(config.to_json()) if old.get(k) != json.loads(json.dumps(config.to_json())).get(k))
+        changed = sorted(k for k in set(old) | set(wanted) if old.get(k) != wanted.get(k))
+        if changed:
             raise ValueError(f"{root} holds learning histories made with other settings ({', '.join(changed)} differ): use another "
                              "--out, the same settings to resume, or delete the directory to start over")
-    elif any(root.glob("episode_*.h5")) and not settings.is_file():
+    elif any(root.glob("episode_*.h5")):
         raise ValueError(f"{root} holds episodes that are not learning histories of this command (no {SETTINGS_FILE}): use another --out")
     root.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(settings, config.to_json())
+    write_json_atomic(settings, wanted)
 
 
 def collect_histories(config: HistoriesConfig, out: str | os.PathLike, progress: bool = True) -> Path:
     """Learn every task of the selection, storing each run's transitions in order; resumes an interrupted collection."""
     root = Path(out)
     tasks = [task for task in config.task_list() for _ in range(config.runs_per_task)]  # run r's task
-    _check_settings(root, config, restart=False)
+    _check_settings(root, config)
     finished = _finished(root, config, len(tasks))
     todo = [r for r in range(len(tasks)) if len(finished[r]) < config.episodes]
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), unit="run", desc="learning histories", disable=not progress,
