@@ -41,7 +41,8 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
             "examples:\n"
             "  imaginegym collect --tier 1 --episodes 50 --workers 2 --out data/cartpole\n"
             "  imaginegym collect --task reacher-easy --policy ou --out data/reacher\n"
-            "  imaginegym collect --tier 1 --episodes 100 --out data/cartpole --resume"
+            "  imaginegym collect --tier 1 --episodes 100 --out data/cartpole --resume\n"
+            "  imaginegym collect --tier 1 --episodes 80 --first 120 --policy swingup-expert --out data/cartpole --resume"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -61,7 +62,8 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--policy", choices=sorted(POLICIES), default="random",
-        help="random: uniform actions; ou: Ornstein-Uhlenbeck (time-correlated) noise "
+        help="random: uniform actions; ou: Ornstein-Uhlenbeck (time-correlated) noise; swingup-expert: a scripted "
+        "cartpole swing-up (~800 return) that reads the simulator state, for data that covers competent play "
         "(default: %(default)s)",
     )
     parser.add_argument(
@@ -73,6 +75,11 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resume", action="store_true",
         help="continue an existing dataset up to --episodes, collecting only missing episodes",
+    )
+    parser.add_argument(
+        "--first", type=int, default=0,
+        help="collect episodes FIRST..FIRST+EPISODES-1 (seeds SEED+i): with --resume, a range of another policy "
+        "beside the episodes already in OUT, e.g. expert episodes after random ones (default: %(default)s)",
     )
     parser.add_argument(
         "--size", type=positive_int, help="frame height and width in pixels (DMC default: 64)"
@@ -103,7 +110,9 @@ def run_collect(args: argparse.Namespace) -> int:
         max_episode_steps=args.max_episode_steps,
     )
     try:
-        dataset = collect(args.out, config, args.episodes, workers=args.workers, resume=args.resume)
+        if args.first < 0:
+            raise ValueError(f"--first {args.first}: give the index of the first episode to collect, >= 0")
+        dataset = collect(args.out, config, args.episodes, workers=args.workers, resume=args.resume, first=args.first)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished episodes are kept in {args.out}; add --resume to "
               "the same command to collect the rest", file=sys.stderr)

@@ -31,7 +31,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from imaginegym.data.store import EpisodeDataset
+from imaginegym.data.store import EpisodeDataset, task_numbers
 from imaginegym.models import noise
 from imaginegym.models.dynamics import KVCache
 from imaginegym.resources import check_fits
@@ -108,7 +108,7 @@ class ImaginedSteps:
 
     observations: np.ndarray  # (B, *obs_shape): uint8 frames or float32 latents
     rewards: np.ndarray  # float64 (B,), from the reward head
-    terminated: np.ndarray  # bool (B,), continue probability < 0.5
+    terminated: np.ndarray  # bool (B,), continue probability < 0.5 (never for a model whose training episodes never terminated)
     truncated: np.ndarray  # bool (B,), the step count reached max_episode_steps
     latents: np.ndarray  # float32 (B, K*D)
     continue_probs: np.ndarray  # float64 (B,)
@@ -132,6 +132,7 @@ class ImaginedBatch:
         max_episode_steps: int | None = None,
         frame_stack: int = 1,
         start_dataset: str | os.PathLike | None = None,
+        task: Any = None,
     ) -> None:
         wm = self.world_model = world_model
         window = wm.dynamics_config.context_length - 1  # past frames a prediction attends to
@@ -142,7 +143,8 @@ class ImaginedBatch:
             )
         num_envs = check_count("num_envs", num_envs)
         noise.step_level(num_denoise_steps, wm.dynamics_config.k_max)  # raises for a step count the model lacks
-        context_length = window if context_length is None else context_length
+        if context_length is None:  # the model's own default: all it attends to, or its env's reset observation alone
+            context_length = min(window, wm.env_spec.start_context or window)
         if not 1 <= context_length <= window:
             raise ValueError(
                 f"context_length={context_length}: this model attends to {window} past frames; "
@@ -167,6 +169,51 @@ class ImaginedBatch:
         self._datasets: dict[str, EpisodeDataset] = {}
         if self.start_dataset is not None:
             self._dataset(self.start_dataset)  # a bad path fails here, not at the first reset
+        # Each env's task (a task-conditioned model): as given, and as the numbers the dynamics reads.
+        self.tasks: list[Any] = [None] * num_envs
+        self.task_vectors = torch.zeros(num_envs, wm.dynamics_config.task_dim, device=wm.device)
+        if wm.dynamics_config.task_dim:
+            self.set_task(np.arange(num_envs), wm.env_spec.tasks[0] if task is None and wm.env_spec.tasks else task)
+        elif task is not None:
+            self.set_task(np.arange(num_envs), task)  # raises: this model has no tasks
+
+    # ------------------------------------------------------------------ tasks
+    def set_task(self, rows: np.ndarray, task: Any) -> None:
+        """Give envs ``rows`` the task ``task`` for their next and later episodes (until set again).
+
+        A task is what the real env takes: the numbers of its tuple (DarkRoom's goal (x, y), DarkKeyToDoor's
+        ((key), (door))) or, for an env that lists its tasks (``env.unwrapped.tasks``), an index into that list.
+
+        Raises:
+            ValueError: the model was trained on one task, or ``task`` is not one of this model's shape.
+        """
+        wm = self.world_model
+        dim = wm.dynamics_config.task_dim
+        if not dim:
+            raise ValueError(f"task={task!r}: the world model was trained on one task ({wm.env_spec.task or wm.env_spec.env_id}); "
+                             "only a model trained on runs of several tasks (a DarkRoom family's histories) takes a task")
+        example = wm.env_spec.tasks[0] if wm.env_spec.tasks else None
+        if isinstance(task, (int, np.integer)) and not isinstance(task, (bool, np.bool_)):
+            listed = self._real_tasks()
+            if not 0 <= int(task) < len(listed):
+                raise ValueError(f"task index {task}: {wm.env_spec.env_id} lists {len(listed)} tasks; give 0..{len(listed) - 1} or a task like {example}")
+            task = listed[int(task)]
+        numbers = task_numbers(task, where="task")
+        if numbers.size != dim:
+            raise ValueError(f"task={task!r} has {numbers.size} numbers, but the world model was trained on tasks of {dim}, like {example}")
+        for row in rows:
+            self.tasks[int(row)] = np.asarray(task).tolist()
+        self.task_vectors[torch.as_tensor(rows, device=wm.device)] = torch.from_numpy(numbers).to(wm.device)
+
+    def _real_tasks(self) -> tuple[Any, ...]:
+        if not hasattr(self, "_listed_tasks"):
+            spec = self.world_model.env_spec
+            env = gym.make(spec.env_id, **spec.env_kwargs)
+            self._listed_tasks = tuple(getattr(env.unwrapped, "tasks", ()))
+            env.close()
+        if not self._listed_tasks:
+            raise ValueError(f"{self.world_model.env_spec.env_id} lists no tasks to index: give the task itself")
+        return self._listed_tasks
 
     # ------------------------------------------------------------------ reset
     def sample_context(self, rng: np.random.Generator, options: dict[str, Any] | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,7 +221,8 @@ class ImaginedBatch:
 
         ``options``: None (a window of ``start_dataset``, or of the model's bundled start
         contexts), {"dataset": path} (a window of an episode dataset) or {"context_frames": (C, H, W, 3) uint8,
-        "context_actions": (C-1, A)} (given, e.g. from a real env; C = 1 needs no actions).
+        "context_actions": (C-1, A)} (given, e.g. from a real env; C = 1 needs no actions). A "task"
+        option is taken by `reset` before this.
         """
         wm, c = self.world_model, self.context_length
         options = dict(options or ({"dataset": self.start_dataset} if self.start_dataset else {}))
@@ -248,6 +296,10 @@ class ImaginedBatch:
         Returns the first observations (B, *obs_shape) (the last context frame, or its
         latents) and latents float32 (B, K*D).
         """
+        options = dict(options or {})
+        if "task" in options:
+            self.set_task(rows, options.pop("task"))
+        options = options or None
         observations, latents = [], []
         rows_per_chunk = max(1, CHUNK // self.context_length)  # a chunk's context frames, encoder activations and prefill stay bounded
         for start in range(0, len(rows), rows_per_chunk):
@@ -268,7 +320,8 @@ class ImaginedBatch:
         z = wm.encode(frames)  # (B, C, K, D)
         per_frame_actions, action_mask = wm.context_inputs(actions, frames.shape[1])
         index = torch.as_tensor(rows, device=wm.device)
-        wm.dynamics.prefill(self.cache, index, z, per_frame_actions, action_mask, torch.from_numpy(np.stack(noise_ctx)).to(wm.device))
+        task = self.task_vectors[index] if wm.dynamics_config.task_dim else None
+        wm.dynamics.prefill(self.cache, index, z, per_frame_actions, action_mask, torch.from_numpy(np.stack(noise_ctx)).to(wm.device), task)
         self.latents[index] = z[:, -1]
         self.steps[rows], self.started[rows] = 0, True
         latents = rearrange(z[:, -1], "b k d -> b (k d)").cpu().numpy()
@@ -305,7 +358,7 @@ class ImaginedBatch:
         return ImaginedSteps(
             observations=observations,
             rewards=reward.double().cpu().numpy(),
-            terminated=continue_probs < 0.5,
+            terminated=(continue_probs < 0.5) & wm.env_spec.terminates,
             truncated=self.steps[rows] >= limit if limit is not None else np.zeros(len(rows), dtype=bool),
             latents=latents,
             continue_probs=continue_probs,
@@ -353,6 +406,11 @@ class ImaginationSettings:
         return self._batch.start_dataset
 
     @property
+    def tasks(self) -> tuple[Any, ...]:
+        """Each env's task (a task-conditioned model; None otherwise), as set by ``task=`` or ``reset(options={"task": ...})``."""
+        return tuple(self._batch.tasks)
+
+    @property
     def kv_cache(self) -> KVCache:
         """The envs' KV cache: a ring buffer per env, its tensors' shapes fixed at construction."""
         return self._batch.cache
@@ -366,7 +424,7 @@ class ImaginationEnv(ImaginationSettings, gym.Env[np.ndarray, np.ndarray]):
     for a real env. Actions: the real env's action space; a Box action out of bounds is
     clipped, as the real DMC env does; a wrong shape, NaN or infinity raises ValueError.
     Reward: the reward head's prediction (float). ``terminated``: continue probability
-    < 0.5. ``truncated``: the step count reached ``max_episode_steps``. ``info``: "latent"
+    < 0.5 (never, when no training episode terminated: ``world_model.env_spec.terminates``). ``truncated``: the step count reached ``max_episode_steps``. ``info``: "latent"
     float32 (K*D,) and (after a step) "continue_prob" float.
 
     Reset (see `ImaginedBatch.sample_context`): by default a window of ``context_length``
@@ -381,7 +439,9 @@ class ImaginationEnv(ImaginationSettings, gym.Env[np.ndarray, np.ndarray]):
         obs_mode: "pixels" or "latent".
         num_denoise_steps: shortcut sampling steps per env step, a power of two <= k_max.
         context_length: frames of context at a sampled reset (default: the model's
-            context_length - 1, all it attends to).
+            context_length - 1, all it attends to; 1 for a model whose training episodes all
+            start from the same observation, ``env_spec.start_context``: its imagined episodes
+            start where the real ones do).
         max_episode_steps: truncation limit (default: the real env's, from the model).
             Through ``gym.make`` Gymnasium takes this argument for a TimeLimit wrapper,
             which can only shorten episodes; construct the env directly to lengthen them.
@@ -393,9 +453,19 @@ class ImaginationEnv(ImaginationSettings, gym.Env[np.ndarray, np.ndarray]):
             for the real env (`real_twin`); a reset fills them from its context frames.
         start_dataset: an episode dataset whose windows are the contexts of resets without
             options (default: the model's bundled start contexts).
+        task: for a task-conditioned model (trained on runs of many tasks, like the DarkRoom
+            family's; ``world_model.env_spec.tasks`` lists them): the task, as the real env takes
+            it (DarkRoom's goal (x, y), or an index into its task list), kept for later episodes
+            until ``reset(options={"task": ...})`` changes it, as in the real env. Default: the
+            first training task.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": RENDER_FPS}
+
+    @property
+    def task(self) -> Any:
+        """The current task (a task-conditioned model), as a list; None for a model of one task."""
+        return self._batch.tasks[0]
 
     def __init__(
         self,
@@ -408,11 +478,13 @@ class ImaginationEnv(ImaginationSettings, gym.Env[np.ndarray, np.ndarray]):
         render_mode: str | None = "rgb_array",
         frame_stack: int = 1,
         start_dataset: str | os.PathLike | None = None,
+        task: Any = None,
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r}: use 'rgb_array' or None")
         self.world_model = load_world_model(world_model, device)
-        self._batch = ImaginedBatch(self.world_model, 1, obs_mode, num_denoise_steps, context_length, max_episode_steps, frame_stack, start_dataset)
+        self._batch = ImaginedBatch(self.world_model, 1, obs_mode, num_denoise_steps, context_length, max_episode_steps, frame_stack,
+                                    start_dataset, task)
         self.observation_space, self.action_space = self._batch.observation_space, self._batch.action_space
         self.render_mode = render_mode
         self._row = np.zeros(1, dtype=np.int64)
@@ -464,6 +536,7 @@ class ImaginationVectorEnv(ImaginationSettings, VectorEnv):
     Args:
         num_envs: number of envs N.
         autoreset_mode: an `AutoresetMode` (or its value, "NextStep" or "Disabled").
+        task: every env's first task; ``reset(options={"task": t})`` sets ``t`` for the envs it resets.
         Others: as `ImaginationEnv`; ``max_episode_steps`` passes through ``make_vec``.
     """
 
@@ -482,6 +555,7 @@ class ImaginationVectorEnv(ImaginationSettings, VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         frame_stack: int = 1,
         start_dataset: str | os.PathLike | None = None,
+        task: Any = None,
     ) -> None:
         num_envs = check_count("num_envs", num_envs)
         if render_mode not in (None, "rgb_array"):
@@ -494,7 +568,7 @@ class ImaginationVectorEnv(ImaginationSettings, VectorEnv):
             )
         self.world_model = load_world_model(world_model, device)
         self._batch = ImaginedBatch(self.world_model, num_envs, obs_mode, num_denoise_steps, context_length, max_episode_steps,
-                                    frame_stack, start_dataset)
+                                    frame_stack, start_dataset, task)
         self.num_envs, self.render_mode = num_envs, render_mode
         self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
         self.autoreset_mode = autoreset_mode

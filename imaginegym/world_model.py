@@ -38,6 +38,16 @@ class EnvSpec:
     action_space: dict[str, Any]
     env_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. size, action_repeat
     max_episode_steps: int | None = None
+    # The tasks of the training runs (DarkRoom goals [x, y], ...) for a task-conditioned model; None: one task.
+    # The imagined env starts on the first, and takes any other by reset(options={"task": ...}).
+    tasks: list[Any] | None = None
+    # False when no training episode terminated (DMC, the DarkRoom family: episodes only truncate): imagined
+    # episodes then end by truncation alone, never by an error of the continue head, which had nothing to learn.
+    terminates: bool = True
+    # Frames of real context an imagined episode starts from by default (None: all the model attends to).
+    # 1 when every training episode starts from the same observation (the DarkRoom family): an imagined
+    # episode then starts where the real one does, at its reset observation, and lasts as long.
+    start_context: int | None = None
 
 
 def _config_to_json(tokenizer: TokenizerConfig, dynamics: DynamicsConfig, env: EnvSpec) -> str:
@@ -150,7 +160,7 @@ class WorldModel(nn.Module):
         if self.dynamics_config.action_kind == "discrete":
             if tuple(actions.shape) != lead:
                 raise ValueError(f"{name} have shape {tuple(actions.shape)}, expected {lead} (one integer action each)")
-            if actions.is_floating_point() or actions.min() < 0 or actions.max() >= self.dynamics_config.action_dim:
+            if actions.is_floating_point() or (actions.numel() and (actions.min() < 0 or actions.max() >= self.dynamics_config.action_dim)):
                 raise ValueError(f"{name} must be integers in [0, {self.dynamics_config.action_dim}), got {actions.tolist()}")
             return actions.long().to(self.device)
         a = self.dynamics_config.action_dim

@@ -55,3 +55,24 @@ def test_random_discrete_actions_are_uniform_and_reproducible():
     counts = np.bincount(actions, minlength=6)
     assert counts[0] == 0 and counts[1:].min() > 900  # 1000 each expected
     np.testing.assert_array_equal(actions, rollout(make_policy("random", space, seed=3), steps=5000))
+
+
+def test_the_swingup_expert_reads_the_state_and_swings_the_pole_up(tmp_path):
+    """Collected with the scripted expert, a cartpole episode ends balancing (reward near 1 per step); without a state it refuses."""
+    from imaginegym.cli import main
+    from imaginegym.data.policies import CartpoleSwingupExpert
+    from imaginegym.data.store import EpisodeDataset
+
+    assert main(["collect", "--task", "cartpole-swingup", "--size", "16", "--episodes", "1", "--policy", "ou",
+                 "--max-episode-steps", "160", "--out", str(tmp_path / "d")]) == 0
+    assert main(["collect", "--task", "cartpole-swingup", "--size", "16", "--episodes", "1", "--first", "1", "--resume",
+                 "--policy", "swingup-expert", "--max-episode-steps", "160", "--out", str(tmp_path / "d")]) == 0
+    dataset = EpisodeDataset(tmp_path / "d")
+    assert [s.policy for s in dataset.shards] == ["ou", "swingup-expert"]
+    expert, ou = dataset.read(1, "rewards"), dataset.read(0, "rewards")
+    assert expert[-40:].mean() > 0.7 > ou[-40:].mean()
+    policy = CartpoleSwingupExpert(spaces.Box(-1, 1, (1,), np.float32), seed=0)
+    with pytest.raises(ValueError, match="needs DMC cartpole's state"):
+        policy(np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match="one action"):
+        CartpoleSwingupExpert(spaces.Box(-1, 1, (2,), np.float32), seed=0)

@@ -327,3 +327,45 @@ def test_rollout_forcing_loss_trains_the_imagined_flag_and_plain_windows_leave_i
     plain = {key: value for key, value in batch.items() if key != "imagine_from"}
     shortcut_forcing_loss(model, plain, ShortcutConfig(matched_fraction=0.5))[0].backward()
     assert model.imagined_embed.grad is None or not model.imagined_embed.grad.any()  # real data: never flagged
+
+
+def test_task_conditioned_cached_imagination_equals_full_recomputation_and_depends_on_the_task():
+    """A model with task_dim reads each env's task from the cache as a full forward reads it, and its outputs follow the task."""
+    model = tiny(context_length=6, task_dim=2)
+    model.set_task_statistics(torch.tensor([[0.0, 0.0], [8.0, 8.0], [4.0, 2.0]]))
+    b, c = 2, 3
+    z, _, _, actions, mask = inputs(model, b, c + 1)
+    mask[:, 0] = False
+    task = torch.tensor([[2.0, 7.0], [5.0, 1.0]])
+    cache = model.new_cache(b)
+    rows = torch.arange(b)
+    model.prefill(cache, rows, z[:, :c], actions[:, :c], mask[:, :c], torch.zeros_like(z[:, :c]), task=task)
+    step = model._step_inputs(cache, rows, actions[:, c:], mask[:, c:])
+    cached = model._cached_pass(cache, rows, z[:, c:], 0.5, 1, step, commit=False, heads=True)
+    tau_ctx = model.config.context_noise
+    tau = torch.cat([torch.full((b, c), tau_ctx), torch.full((b, 1), 0.5)], 1)
+    level = torch.cat([torch.zeros(b, c, dtype=torch.long), torch.ones(b, 1, dtype=torch.long)], 1)
+    z_in = torch.cat([(1 - tau_ctx) * z[:, :c], z[:, c:]], 1)
+    full = model(z_in, tau, level, actions, mask, task=task)
+    for got, want in zip(cached, full):
+        assert torch.allclose(got[:, 0], want[:, -1], atol=1e-5)
+    other = model(z_in, tau, level, actions, mask, task=task.flip(0))
+    assert not torch.allclose(full[1], other[1], atol=1e-4)  # the reward head sees the task
+
+
+def test_task_errors_name_the_fix():
+    with pytest.raises(ValueError, match="conditioned on the task"):
+        tiny(task_dim=2)(*inputs(tiny(task_dim=2)))
+    with pytest.raises(ValueError, match="one task"):
+        tiny()(*inputs(tiny()), task=torch.zeros(2, 2))
+    model = tiny(task_dim=2)
+    with pytest.raises(ValueError, match=r"expected \(2, 2\)"):
+        model(*inputs(model), task=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="task_dim"):
+        DynamicsConfig(task_dim=-1)
+
+
+def test_single_task_models_keep_their_state_dict():
+    """No task entries in a model without tasks: the bundled models' files still load."""
+    assert not any(key.startswith("task") for key in tiny().state_dict())
+    assert {"task_mean", "task_std"} <= set(tiny(task_dim=2).state_dict())

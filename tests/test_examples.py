@@ -141,6 +141,14 @@ def test_in_context_darkroom(tmp_path):
     assert (tmp_path / "run" / "agent" / "in_context_agent.json").is_file()
 
 
+def test_imagined_darkroom(tmp_path):
+    out = run_example("imagined_darkroom.py", "--train", "--num-tasks", "2", "--history-episodes", "3", "--steps", "4", "--tiny",
+                      "--episodes", "1", "--out", str(tmp_path))
+    assert "imagined / real" in out
+    assert iio.imread(tmp_path / "learning_curves.png").ndim == 3
+    assert (tmp_path / "world_model" / "world_model.safetensors").is_file()
+
+
 def test_latent_state_probe_prints_r2_per_state_variable(tiny_world_model_path):
     result = subprocess.run([sys.executable, str(BENCHMARKS / "latent_state_probe.py"), "--world-model", tiny_world_model_path,
                              "--episodes", "2", "--steps", "20", "--mlp-steps", "5"], capture_output=True, text=True, timeout=300)

@@ -70,15 +70,21 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from imaginegym.agents.ad.agent import InContextAgent
-    from imaginegym.agents.ad.evaluate import evaluate_in_context, write_results
+    from imaginegym.agents.ad.evaluate import evaluate_in_context, imagined_env_maker, write_results
 
     agent = InContextAgent.load(args.agent, device=args.device, greedy=args.greedy, seed=args.seed)
-    env_id = args.env or agent.env_id
+    env_id, make_env = args.env or agent.env_id, None
     if env_id is None:
         raise ValueError(f"the agent {args.agent} does not name its env: give --env")
-    result = evaluate_in_context(agent, env_id, tasks=args.tasks, episodes=args.episodes, seed=args.seed)
+    if env_id.startswith("imagined:"):
+        make_env, env_id = imagined_env_maker(env_id.removeprefix("imagined:"), device=args.device)
+        env_id_shown = f"{args.env} (imagined {env_id})"
+    else:
+        env_id_shown = env_id
+    result = evaluate_in_context(agent, env_id, tasks=args.tasks, episodes=args.episodes, seed=args.seed, make_env=make_env)
+    result["env"] = env_id_shown
     fractions = result["fraction_of_optimal_last10"]
-    print(f"{env_id}, {len(fractions)} {args.tasks} tasks, {args.episodes} episodes each: last 10 episodes reach "
+    print(f"{env_id_shown}, {len(fractions)} {args.tasks} tasks, {args.episodes} episodes each: last 10 episodes reach "
           f"{result['mean_fraction_of_optimal_last10']:.1%} of the optimum on average (lowest task {result['min_fraction_of_optimal_last10']:.1%})")
     if args.out:
         print(f"wrote {write_results(result, args.out)}")

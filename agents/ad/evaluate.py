@@ -1,9 +1,10 @@
 """In-context evaluation: an agent meets each task with an empty memory and plays ``episodes`` episodes in a row.
 
     imaginegym ad eval --agent darkroom-ad --env imaginegym/DarkRoom-v0 --tasks test --episodes 50 --out results.json
+    imaginegym ad eval --agent darkroom-ad --env imagined:darkroom      # the same agent in the imagined DarkRoom
 
 The figure is the mean return of the last 10 episodes as a fraction of the task's optimum
-(``env.unwrapped.optimal_return()``), per task and averaged. All tasks run together, one env
+(``env.unwrapped.optimal_return()``, the real env's for an imagined one), per task and averaged. All tasks run together, one env
 and one memory row each, so their episodes must end at the same step (the DarkRoom family's
 fixed horizons do).
 """
@@ -39,6 +40,35 @@ def task_selection(env_id: str, tasks: str | list[Any]) -> list[Any]:
         env.close()
 
 
+def imagined_env_maker(world_model, device: str = "cpu", num_denoise_steps: int = 4):
+    """``make_env(task)`` for `evaluate_in_context` in a task-conditioned world model's imagined env, and its real env id.
+
+    ``world_model``: a bundled name ("darkroom"), a file, a run directory or a loaded `WorldModel` (shared by every task's env).
+    """
+    from imaginegym.imagination import ImaginationEnv, load_world_model
+
+    model = load_world_model(world_model, device)
+    if not model.dynamics_config.task_dim:
+        raise ValueError(f"the world model of {model.env_spec.env_id} was trained on one task: in-context evaluation needs a model "
+                         "trained on learning histories of many tasks (`imaginegym ad histories`, then `imaginegym train world-model`)")
+
+    def make_env(task):
+        return ImaginationEnv(model, task=task, num_denoise_steps=num_denoise_steps, render_mode=None)
+
+    return make_env, model.env_spec.env_id
+
+
+def optimal_return(env: gym.Env, env_id: str, task: Any) -> float:
+    """The task's optimum from the env, or for an imagined env (which cannot know it) from the real env of the task."""
+    if hasattr(env.unwrapped, "optimal_return"):
+        return float(env.unwrapped.optimal_return())
+    real = gym.make(env_id, task=task)
+    try:
+        return float(real.unwrapped.optimal_return())
+    finally:
+        real.close()
+
+
 def evaluate_in_context(agent, env_id: str | None = None, tasks: str | list[Any] = "test", episodes: int = 50, seed: int = 0,
                         progress: bool = True, make_env=None) -> dict[str, Any]:
     """Returns per episode and task, and the last-10 figure. ``make_env(task)`` builds each task's env (default:
@@ -48,7 +78,7 @@ def evaluate_in_context(agent, env_id: str | None = None, tasks: str | list[Any]
     envs = [make_env(task) if make_env else gym.make(env_id, task=task) for task in selected]
     for env in envs:
         agent.check_env(env)
-    optimal = np.array([float(env.unwrapped.optimal_return()) for env in envs])
+    optimal = np.array([optimal_return(env, env_id, task) for env, task in zip(envs, selected)])
     returns = np.zeros((episodes, len(envs)))
     agent.reset(batch=len(envs))
     bar = tqdm(total=episodes, unit="episode", desc="in-context evaluation", disable=not progress, dynamic_ncols=True)

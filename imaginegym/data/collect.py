@@ -30,7 +30,7 @@ from tqdm import tqdm
 from imaginegym.data.atomic import is_temp
 from imaginegym.data.format import METADATA_FILE, DatasetError, WorkerDiedError, shard_episode
 from imaginegym.data.meta import DatasetMeta, ensure_meta, read_meta, task_text
-from imaginegym.data.policies import Policy, PolicySource, check_policy_name, make_policy, policy_name
+from imaginegym.data.policies import Policy, PolicySource, check_policy_name, make_policy, needs_state, policy_name
 from imaginegym.data.shard import Episode, ShardInfo, read_shard_meta
 from imaginegym.validation import check_count
 from imaginegym.data.store import EpisodeDataset, check_dataset_dir, load_index, write_episode
@@ -50,7 +50,8 @@ class CollectConfig:
             vectors), Discrete or MultiDiscrete, and whose action space is Box or Discrete.
         task: the env's task, e.g. DMC's "cartpole-swingup" or a DarkRoom goal (2, 7)
             (None: the env's default).
-        policy: exploration policy, "random" or "ou" (Ornstein-Uhlenbeck, Box actions only), or a
+        policy: "random", "ou" (Ornstein-Uhlenbeck, Box actions only), "swingup-expert" (a scripted
+            cartpole swing-up that reads the state: competent episodes), or a
             `PolicySource` that makes each episode's policy (e.g. a trained agent's).
         seed: episode i uses seed `seed + i` for the env reset and the policy.
         size: frame size in pixels (None: the env's default, 64 for DMC).
@@ -78,7 +79,8 @@ class CollectConfig:
     def make_env(self) -> gym.Env:
         """Make the env, choosing headless rendering first when there is no display."""
         use_egl_if_headless()
-        options = {"task": self.task, "size": self.size, "action_repeat": self.action_repeat}
+        options = {"task": self.task, "size": self.size, "action_repeat": self.action_repeat,
+                   "include_state": True if needs_state(self.policy) else None}  # a scripted expert reads the state
         kwargs = {key: value for key, value in options.items() if value is not None}
         try:
             return gym.make(self.env_id, max_episode_steps=self.max_episode_steps, **kwargs)
@@ -114,13 +116,15 @@ def env_meta(env: gym.Env, config: CollectConfig) -> DatasetMeta:
 
 
 def run_episode(env: gym.Env, policy: Policy, seed: int) -> Episode:
-    """Play one episode from `env.reset(seed=seed)` until terminated or truncated."""
-    observation, _ = env.reset(seed=seed)
+    """Play one episode from `env.reset(seed=seed)` until terminated or truncated.
+
+    A policy with ``needs_state`` also gets the simulator's state, ``info["state"]``."""
+    observation, info = env.reset(seed=seed)
     frames, actions, rewards, terminated, truncated = [observation], [], [], [], []
-    done = False
+    done, with_state = False, needs_state_of(policy)
     while not done:
-        action = policy(observation)
-        observation, reward, term, trunc, _ = env.step(action)
+        action = policy(observation, state=info.get("state")) if with_state else policy(observation)
+        observation, reward, term, trunc, info = env.step(action)
         frames.append(observation)
         actions.append(action)
         rewards.append(reward)
@@ -138,6 +142,10 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> Episode:
         terminated=np.asarray(terminated),
         truncated=np.asarray(truncated),
     )
+
+
+def needs_state_of(policy: Policy) -> bool:
+    return bool(getattr(policy, "needs_state", False))
 
 
 def record_episode(root: Path, env: gym.Env, config: CollectConfig, index: int) -> int:

@@ -1,5 +1,5 @@
-"""Exploration policies for collecting data: uniform random (Box or Discrete actions) and
-Ornstein-Uhlenbeck (Box).
+"""Policies for collecting data: uniform random (Box or Discrete actions), Ornstein-Uhlenbeck
+(Box), and a scripted cartpole swing-up expert that reads the simulator's state.
 
 Each policy owns a NumPy RNG seeded per episode, so an episode's actions depend only on
 its seed, never on which worker ran it or what it ran before.
@@ -71,7 +71,48 @@ class OrnsteinUhlenbeckPolicy:
         return (low + (self.x + 1.0) * 0.5 * (high - low)).astype(self.space.dtype)
 
 
-POLICIES = {"random": RandomPolicy, "ou": OrnsteinUhlenbeckPolicy}
+class CartpoleSwingupExpert:
+    """A scripted swing-up for DMC cartpole: pump energy into the pole, then balance it with a PD law.
+
+    It reads the simulator's state (``needs_state``: collection makes the env with
+    ``include_state=True`` and passes ``info["state"]`` = [cart x, cos, sin, x velocity, angular
+    velocity]), so its episodes show a world model the upright states that a random policy never
+    reaches. Noiseless it scores ~770 on cartpole-swingup at action repeat 2 (500 steps); each
+    episode adds Gaussian noise of a std drawn from [``noise_low``, ``noise_high``], so a dataset
+    holds clean swing-ups, sloppy ones and falls.
+    """
+
+    needs_state = True
+
+    def __init__(self, action_space: spaces.Space, seed: int, noise_low: float = 0.0, noise_high: float = 0.6) -> None:
+        self.space = _check_box(action_space, "the cartpole swing-up expert ('swingup-expert')")
+        if self.space.shape != (1,):
+            raise ValueError(f"the swing-up expert pushes a cart (one action), got the action space {action_space}: use it on DMC cartpole")
+        self.rng = np.random.default_rng(seed)
+        self.noise = float(self.rng.uniform(noise_low, noise_high))
+
+    def __call__(self, observation: np.ndarray, state: np.ndarray | None = None) -> np.ndarray:
+        if state is None or np.shape(state) != (5,):
+            raise ValueError(
+                f"the swing-up expert needs DMC cartpole's state [x, cos, sin, x_dot, theta_dot], got {None if state is None else np.shape(state)}: "
+                "collect with imaginegym/DMC-v0 on a cartpole task (collection then passes the state)"
+            )
+        x, cos, sin, x_dot, theta_dot = state
+        if cos > 0.8:  # near upright: push the cart under the pole, keep it centred
+            u = 3.0 * sin + 0.5 * theta_dot + 0.3 * (x + 0.5 * x_dot)
+        else:  # swing: push along the pole's motion until it has the energy to rise
+            energy = 0.5 * theta_dot**2 - 9.81 * (1.0 - cos)
+            u = -np.sign(theta_dot * cos) if energy < 0 else 0.0
+        u += self.noise * self.rng.standard_normal()
+        return np.clip(np.array([u]), self.space.low, self.space.high).astype(self.space.dtype)
+
+
+POLICIES = {"random": RandomPolicy, "ou": OrnsteinUhlenbeckPolicy, "swingup-expert": CartpoleSwingupExpert}
+
+
+def needs_state(policy: "str | PolicySource") -> bool:
+    """Whether a policy acts on the simulator's state (collection then makes the env with ``include_state=True``)."""
+    return bool(getattr(POLICIES[policy] if isinstance(policy, str) else policy, "needs_state", False))
 
 
 class PolicySource(Protocol):

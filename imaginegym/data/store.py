@@ -290,6 +290,21 @@ def group_runs(root: Path, shards: tuple[ShardInfo, ...]) -> tuple[Run, ...]:
     return tuple(runs)
 
 
+def task_numbers(task: Any, where: str = "task") -> np.ndarray:
+    """A task (a number or nested sequences of numbers: (2, 7), ((1, 1), (7, 3))) as float32 (n,), its numbers in order.
+
+    Raises:
+        ValueError: the task holds something other than numbers, or nothing.
+    """
+    try:
+        numbers = np.asarray(task, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        numbers = None
+    if numbers is None or numbers.size == 0 or not np.isfinite(numbers).all():
+        raise ValueError(f"{where}: {task!r} is not a task of finite numbers (like the DarkRoom goal (2, 7), or ((1, 1), (7, 3)))")
+    return numbers.astype(np.float32)
+
+
 class EpisodeDataset:
     """Read-only, lazy view of a dataset directory: episodes in episode-index order.
 
@@ -400,6 +415,30 @@ class EpisodeDataset:
             runs = [r.run for r in self.runs]
             raise KeyError(f"no run {run} in {self.root}: it holds runs {runs}")
         return np.concatenate([self.read(i, key) for i in found.positions])
+
+    def task_vectors(self) -> np.ndarray | None:
+        """Each episode's task as numbers, float32 (N, task_dim), or None when no episode names a task.
+
+        A run's task (e.g. the DarkRoom goal (2, 7), or a key-door pair ((1, 1), (7, 3))) is flattened
+        into its numbers, in order: what a task-conditioned world model trains on.
+
+        Raises:
+            DatasetError: some episodes name a task and others do not, or tasks hold other than numbers,
+                or differ in how many numbers they hold.
+        """
+        texts = [shard.run_task for shard in self.shards]
+        if all(text is None for text in texts):
+            return None
+        if any(text is None for text in texts):
+            raise DatasetError(
+                f"{self.root}: {sum(t is None for t in texts)} of {len(texts)} episodes name no task (run_task): "
+                "a task-conditioned model needs every episode's task; move the others out"
+            )
+        vectors = {text: task_numbers(json.loads(text), where=f"{self.root}'s task {text}") for text in set(texts)}
+        sizes = {len(v) for v in vectors.values()}
+        if len(sizes) > 1:
+            raise DatasetError(f"{self.root}: tasks hold different numbers of values ({sorted(sizes)}): one env's tasks share one shape")
+        return np.stack([vectors[text] for text in texts])
 
     def _file(self, i: int) -> h5py.File:
         if not -len(self) <= i < len(self):

@@ -41,6 +41,9 @@ class DynamicsConfig:
     context_noise: float = noise.TAU_CTX  # tau_ctx: the noise level of context frames at inference
     condition_tokens: bool = True  # action and noise level as tokens of their own; else added to the latent tokens
     mark_imagined: bool = False  # context frames the model imagined itself carry a learned flag (for rollout training)
+    # Numbers per task for a multi-task env whose task is hidden from the observations (DarkRoom's goal (x, y)):
+    # every frame's conditioning then includes the task's embedding. 0: one task (DMC).
+    task_dim: int = 0
 
     def __post_init__(self):
         if self.action_kind not in ("box", "discrete"):
@@ -52,6 +55,7 @@ class DynamicsConfig:
             raise ValueError(f"width={self.width} with heads={self.heads} gives heads of {self.width / self.heads:g} dims: "
                              "width must divide into heads of an even number of dims (RoPE rotates pairs), e.g. heads=4 for width=256")
         noise.step_levels(self.k_max)
+        check_count("task_dim", self.task_dim, minimum=0)
         if not 0 < self.context_noise < 1:
             raise ValueError(f"context_noise={self.context_noise} must lie in (0, 1); DreamerV4 uses 0.1")
 
@@ -79,6 +83,7 @@ class KVCache:
         self.valid = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
         self.time = torch.zeros(batch, dtype=torch.long, device=device)
         self.prior = torch.zeros(batch, latent_tokens, latent_dim, device=device, dtype=dtype)  # next frame's prior mean
+        self.task: torch.Tensor | None = None  # (batch, task_dim) each env's task, for a task-conditioned model
         self.capacity = capacity
         self.tokens_per_frame = tokens_per_frame
         self.batch = batch
@@ -151,6 +156,12 @@ class Dynamics(nn.Module):
         # ones do not: the model may then trust real context fully, and learn to correct the drift
         # of its own frames, without one costing the other. Zero at first: a no-op until trained.
         self.imagined_embed = nn.Parameter(torch.zeros(c.width)) if c.mark_imagined else None
+        # With ``task_dim`` the task (standardized by the training tasks' statistics) enters every frame's
+        # conditioning, beside its action: the reward of a DarkRoom cell depends on the hidden goal.
+        self.task_in = nn.Sequential(nn.Linear(c.task_dim, c.width), nn.SiLU(), nn.Linear(c.width, c.width)) if c.task_dim else None
+        # (None without tasks: no entries in the state dict, so single-task models keep their files)
+        self.register_buffer("task_mean", torch.zeros(c.task_dim) if c.task_dim else None)
+        self.register_buffer("task_std", torch.ones(c.task_dim) if c.task_dim else None)
 
     MIN_LATENT_STD = 0.01
 
@@ -158,6 +169,28 @@ class Dynamics(nn.Module):
         """Standardize with the mean and std of ``latents`` (N, K, D), raw tokenizer latents."""
         self.latent_mean.copy_(latents.mean(0))
         self.latent_std.copy_(latents.std(0).clamp_min(self.MIN_LATENT_STD))
+
+    def set_task_statistics(self, tasks: torch.Tensor) -> None:
+        """Standardize tasks with the mean and std of ``tasks`` (N, task_dim), the training episodes' tasks."""
+        self.task_mean.copy_(tasks.float().mean(0))
+        self.task_std.copy_(tasks.float().std(0, unbiased=False).clamp_min(1e-3))
+
+    def check_task(self, task: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """``task`` (B, task_dim) as float on the model's device; None for a model without tasks.
+
+        Raises:
+            ValueError: a task-conditioned model without a task, a task for a model without tasks, or a wrong shape.
+        """
+        dim = self.config.task_dim
+        if not dim:
+            if task is not None:
+                raise ValueError("this dynamics model was trained on one task (task_dim=0): do not pass a task")
+            return None
+        if task is None:
+            raise ValueError(f"this dynamics model is conditioned on the task ({dim} numbers per task): pass task (B, {dim})")
+        if tuple(task.shape) != (batch, dim):
+            raise ValueError(f"task has shape {tuple(task.shape)}, expected ({batch}, {dim}): one task of {dim} numbers per window or env")
+        return task.to(device=self.no_action.device, dtype=torch.float32)
 
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
         """Raw latents (..., K, D) in [-1, 1] -> standardized latents, the space diffusion runs in."""
@@ -168,10 +201,16 @@ class Dynamics(nn.Module):
         return (z * self.latent_std + self.latent_mean).clamp(-1, 1)
 
     # ---------------------------------------------------------------- tokens in and out
-    def embed_actions(self, actions, action_mask) -> torch.Tensor:
-        """Actions (B, T, A) float or (B, T) long and mask (B, T) -> (B, T, W); "no action" where the mask is False."""
+    def embed_actions(self, actions, action_mask, task=None) -> torch.Tensor:
+        """Actions (B, T, A) float or (B, T) long and mask (B, T) -> (B, T, W); "no action" where the mask is False.
+
+        With ``task_dim``, ``task`` (B, task_dim) is each window's task: its embedding joins every frame's."""
         action = self.action_in(actions.long() if self.config.action_kind == "discrete" else actions)
-        return torch.where(action_mask[..., None], action, self.no_action)
+        action = torch.where(action_mask[..., None], action, self.no_action)
+        task = self.check_task(task, action.shape[0])
+        if task is not None:
+            action = action + self.task_in((task - self.task_mean) / self.task_std)[:, None]
+        return action
 
     def embed_level(self, tau, level) -> torch.Tensor:
         """Noise level tau (B, T) float and step level (B, T) long -> (B, T, W)."""
@@ -206,7 +245,7 @@ class Dynamics(nn.Module):
         return z0_hat, self.reward_head(pooled)[..., 0], self.continue_head(pooled)[..., 0]
 
     # ---------------------------------------------------------------- training: whole windows
-    def forward(self, z_tau, tau, level, actions, action_mask, times=None, frame_mask=None, prior=None, imagined=None):
+    def forward(self, z_tau, tau, level, actions, action_mask, times=None, frame_mask=None, prior=None, imagined=None, task=None):
         """Predict every frame of a window at once.
 
         z_tau (B, T, K, D); tau (B, T) float; level (B, T) long (d = 2**level / k_max);
@@ -216,7 +255,8 @@ class Dynamics(nn.Module):
         block-causal within a sliding window of ``context_length`` frames, as at inference).
         ``prior`` (B, T, K, D) is each frame's prior mean (default: the estimate of the frame
         before it, ``noise.previous_frame_prior``). ``imagined`` (B, T) bool marks context frames
-        that the model generated itself (used with ``mark_imagined``; default: none).
+        that the model generated itself (used with ``mark_imagined``; default: none). ``task``
+        (B, task_dim) is each window's task (a model with ``task_dim`` only).
         Returns z0_hat (B, T, K, D), reward (B, T), continue logits (B, T).
         """
         b, t = tau.shape
@@ -230,7 +270,7 @@ class Dynamics(nn.Module):
         rope = (cos[None, None], sin[None, None])
         if prior is None:
             prior = noise.previous_frame_prior(z_tau, tau)
-        tokens = self.embed(z_tau, self.embed_actions(actions, action_mask), self.embed_level(tau, level), prior, imagined)
+        tokens = self.embed(z_tau, self.embed_actions(actions, action_mask, task), self.embed_level(tau, level), prior, imagined)
         x = rearrange(tokens, "b t s w -> b (t s) w")
         for block in self.blocks:
             x = block(x, mask, rope)
@@ -240,8 +280,11 @@ class Dynamics(nn.Module):
     def new_cache(self, batch: int, device=None, dtype=torch.float32) -> KVCache:
         device = device or self.no_action.device
         c = self.config
-        return KVCache(c.depth, batch, c.heads, c.context_length - 1, self.tokens_per_frame, self.head_dim,
-                       c.latent_tokens, c.latent_dim, device, dtype)
+        cache = KVCache(c.depth, batch, c.heads, c.context_length - 1, self.tokens_per_frame, self.head_dim,
+                        c.latent_tokens, c.latent_dim, device, dtype)
+        if c.task_dim:
+            cache.task = torch.zeros(batch, c.task_dim, device=device)
+        return cache
 
     def _step_inputs(self, cache: KVCache, rows, actions, action_mask) -> dict:
         """What every pass of one imagined step shares: RoPE angles, attention mask, action embedding, prior."""
@@ -252,7 +295,8 @@ class Dynamics(nn.Module):
             "times": times, "rope": (cos[:, None], sin[:, None]), "everyone": cache.is_all(rows),
             # every slot filled (the steady state): no mask, so attention takes its fast path
             "mask": None if bool(cache.valid[rows].all()) else cache.key_mask(rows),
-            "action": self.embed_actions(actions, action_mask), "prior": cache.prior[rows][:, None],
+            "action": self.embed_actions(actions, action_mask, None if cache.task is None else cache.task[rows]),
+            "prior": cache.prior[rows][:, None],
         }
 
     def _cached_pass(self, cache: KVCache, rows, z, tau: float, level: int, step: dict, commit: bool, heads: bool | None = None):
@@ -279,11 +323,15 @@ class Dynamics(nn.Module):
         return out
 
     @torch.no_grad()
-    def prefill(self, cache: KVCache, rows: torch.Tensor, z_context, actions, action_mask, noise_ctx) -> None:
+    def prefill(self, cache: KVCache, rows: torch.Tensor, z_context, actions, action_mask, noise_ctx, task=None) -> None:
         """Start envs ``rows`` from context frames (B, C, K, D) of raw latents, re-noised to tau_ctx.
 
         Keeps the last ``context_length - 1`` frames; ``noise_ctx`` has the shape of z_context.
+        ``task`` (B, task_dim): the envs' tasks (a model with ``task_dim`` only), kept for their later steps.
         """
+        task = self.check_task(task, len(rows))
+        if task is not None:
+            cache.task[rows] = task
         keep = cache.capacity
         z_context, actions, action_mask, noise_ctx = (x[:, -keep:] for x in (z_context, actions, action_mask, noise_ctx))
         z_context = self.normalize(z_context)
@@ -294,7 +342,7 @@ class Dynamics(nn.Module):
         z_tau = noise.add_noise(z_context, tau, noise_ctx)
         level = torch.zeros(b, t, dtype=torch.long, device=z_context.device)
         prior = noise.previous_frame_prior(z_tau, tau)
-        tokens = self.embed(z_tau, self.embed_actions(actions, action_mask), self.embed_level(tau, level), prior)
+        tokens = self.embed(z_tau, self.embed_actions(actions, action_mask, task), self.embed_level(tau, level), prior)
         x = rearrange(tokens, "b t s w -> b (t s) w")
         times = torch.arange(t, device=z_context.device)
         cos, sin = rope_angles(times.repeat_interleave(s), self.head_dim)

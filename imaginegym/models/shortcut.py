@@ -107,13 +107,14 @@ def sample_predicted_tau(shape: tuple[int, int], k_max: int, config: ShortcutCon
     return tau
 
 
-def two_copy_forward(model: Dynamics, z_ctx, tau_ctx, z_pred, tau_pred, actions, action_mask, imagined=None):
+def two_copy_forward(model: Dynamics, z_ctx, tau_ctx, z_pred, tau_pred, actions, action_mask, imagined=None, task=None):
     """The model over [context copy | predicted copy] of windows, at the finest step size.
 
     Each predicted frame attends to the context copies of the frames before it and to itself
     (``two_copy_frame_mask``) and leans on the context copy of the frame before it (its
     prior), exactly as an imagined frame does on the cache. ``imagined`` (B, 2T) flags
-    context frames the model generated itself. Returns the model's (z0_hat, reward, continue)
+    context frames the model generated itself; ``task`` (B, task_dim) the windows' tasks (a
+    task-conditioned model). Returns the model's (z0_hat, reward, continue)
     for both copies, (B, 2T, ...).
     """
     b, t = tau_ctx.shape
@@ -122,7 +123,7 @@ def two_copy_forward(model: Dynamics, z_ctx, tau_ctx, z_pred, tau_pred, actions,
         torch.cat([z_ctx, z_pred], 1), torch.cat([tau_ctx, tau_pred], 1), torch.zeros(b, 2 * t, dtype=torch.long, device=device),
         twice(actions), twice(action_mask), times=torch.arange(t, device=device).repeat(2),
         frame_mask=two_copy_frame_mask(t, model.config.context_length, device),
-        prior=twice(noise.previous_frame_prior(z_ctx, tau_ctx)), imagined=imagined,
+        prior=twice(noise.previous_frame_prior(z_ctx, tau_ctx)), imagined=imagined, task=task,
     )
 
 
@@ -141,7 +142,8 @@ def shortcut_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig =
 
     batch: ``latents`` (B, T, K, D) clean raw tokenizer latents, ``actions`` (B, T, A) or (B, T), ``action_mask``
     (B, T) bool, ``rewards`` (B, T) float, ``terminated`` (B, T) bool (conventions of
-    ``imaginegym.data``: per frame, the action that led into it and its reward).
+    ``imaginegym.data``: per frame, the action that led into it and its reward), and for a
+    task-conditioned model ``task`` (B, task_dim), each window's task.
     Returns (loss, metrics).
     """
     if config.low_noise_max is None:
@@ -159,6 +161,11 @@ def shortcut_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig =
     z_tau = noise.add_noise(z0, tau, torch.randn_like(z0))
     fine = torch.zeros(b, t, dtype=torch.long, device=device)
     actions, action_mask = batch["actions"], batch["action_mask"]
+    task = batch.get("task")
+
+    def task_of(rows: slice):
+        return None if task is None else task[rows]
+
     metrics, totals = {}, []
 
     # flow-matching windows: every frame at d_min, target z0
@@ -170,7 +177,7 @@ def shortcut_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig =
 
     if n_flow:
         f = slice(0, n_flow)
-        out = model(z_tau[f], tau[f], fine[f], actions[f], action_mask[f])
+        out = model(z_tau[f], tau[f], fine[f], actions[f], action_mask[f], task=task_of(f))
         add(_frame_losses(model, z0[f], *out, tau[f], batch["rewards"][f], batch["terminated"][f], action_mask[f], config))
 
     if n_match:  # every frame predicted from low-noise copies of the frames before it
@@ -179,7 +186,7 @@ def shortcut_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig =
         z_ctx = noise.add_noise(z0[m], tau_ctx, torch.randn_like(z0[m]))
         tau_m = sample_predicted_tau((n_match, t), k_max, config, device)
         z_m = noise.add_noise(z0[m], tau_m, torch.randn_like(z0[m]))
-        out = two_copy_forward(model, z_ctx, tau_ctx, z_m, tau_m, actions[m], action_mask[m])
+        out = two_copy_forward(model, z_ctx, tau_ctx, z_m, tau_m, actions[m], action_mask[m], task=task_of(m))
         add(_frame_losses(model, twice(z0[m]), *out, torch.cat([tau_ctx, tau_m], 1), twice(batch["rewards"][m]),
                           twice(batch["terminated"][m]), twice(action_mask[m]), config))
 
@@ -199,7 +206,7 @@ def shortcut_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig =
             lvl = torch.round(torch.log2(d_step * k_max)).long().expand(n_boot, t)
             return model(
                 torch.cat([z_tau[s], z_step], 1), torch.cat([tau[s], tau_step], 1),
-                torch.cat([fine[s], lvl], 1), acts, amask, times=times, frame_mask=frame_mask, prior=prior,
+                torch.cat([fine[s], lvl], 1), acts, amask, times=times, frame_mask=frame_mask, prior=prior, task=task_of(s),
             )
 
         target = noise.bootstrap_target(lambda z, tt, dd: run(z, tt, dd)[0][:, t:], z_t, tau_t, d)
@@ -233,7 +240,8 @@ def imagine_continuation(model: Dynamics, batch: dict, start: int, num_steps: in
         raise ValueError("rollout windows must not cross an episode start (action_mask False after imagine_from)")
     rows = torch.arange(b, device=raw.device)
     cache = model.new_cache(b, raw.device, raw.dtype)
-    model.prefill(cache, rows, raw[:, :start], actions[:, :start], action_mask[:, :start], torch.randn_like(raw[:, :start]))
+    model.prefill(cache, rows, raw[:, :start], actions[:, :start], action_mask[:, :start], torch.randn_like(raw[:, :start]),
+                  task=batch.get("task"))
     frames = [raw[:, :start]]
     for i in range(start, t):
         noise_steps = torch.randn(b, num_steps + 1, *raw.shape[2:], device=raw.device, dtype=raw.dtype)
@@ -267,7 +275,7 @@ def rollout_forcing_loss(model: Dynamics, batch: dict, config: ShortcutConfig = 
     predicted = torch.zeros_like(imagined)
     predicted[t + start:] = True  # real frames predicted from imagined context: every loss
     z0_hat, reward, cont = two_copy_forward(model, z_ctx, tau_ctx, z_tau, tau, batch["actions"], batch["action_mask"],
-                                            imagined=imagined.expand(b, -1))
+                                            imagined=imagined.expand(b, -1), task=batch.get("task"))
     losses = _frame_losses(model, twice(z0), z0_hat, reward, cont, torch.cat([tau_ctx, tau], 1), twice(batch["rewards"]),
                            twice(batch["terminated"]), twice(batch["action_mask"]), config)
     both = imagined | predicted

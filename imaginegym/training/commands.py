@@ -12,7 +12,7 @@ from imaginegym.models.tokenizer import TokenizerConfig
 from imaginegym.training.flags import add_dataclass_flags, dataclass_from_flags, positive_int
 from imaginegym.training.loop import OptimConfig
 
-DERIVED = ("latent_tokens", "latent_dim", "action_kind", "action_dim")  # follow from tokenizer and data
+DERIVED = ("latent_tokens", "latent_dim", "action_kind", "action_dim", "task_dim")  # follow from tokenizer and data
 TOKENIZER_OPTIM = {"steps": 3000, "batch_size": 32, "lr": 1e-3, "warmup_steps": 100, "use_ema": False}
 DYNAMICS_OPTIM = {"steps": 3000, "batch_size": 32, "lr": 5e-4, "warmup_steps": 200}
 

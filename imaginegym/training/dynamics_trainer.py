@@ -67,6 +67,9 @@ def sample_windows(windows: WindowDataset, batch_size: int, length: int, generat
         items.append(windows[(episode, start, length)])
     batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
     batch["latents"] = batch.pop("frames")
+    tasks = getattr(windows.episodes, "tasks", None)
+    if tasks is not None:  # a task-conditioned model: each window's episode's task
+        batch["task"] = torch.from_numpy(tasks[episodes.numpy()])
     return batch
 
 
@@ -80,6 +83,13 @@ def train_dynamics(latents: str | Path, out: str | Path, dynamics: DynamicsConfi
     torch.manual_seed(optim.seed)  # the same initial weights on every rank and every run
     model = Dynamics(dynamics)
     model.set_latent_statistics(torch.cat([torch.from_numpy(episodes.read(i, "latents")) for i in range(len(episodes))]))
+    has_tasks = episodes.tasks is not None
+    if has_tasks != bool(dynamics.task_dim) or (has_tasks and episodes.tasks.shape[1] != dynamics.task_dim):
+        found = f"tasks of {episodes.tasks.shape[1]} numbers" if has_tasks else "no tasks"
+        raise ValueError(f"{latents} holds episodes with {found} but the dynamics has task_dim={dynamics.task_dim}: "
+                         "build its config with `pipeline.check_run`, which reads task_dim from the dataset")
+    if has_tasks:
+        model.set_task_statistics(torch.from_numpy(episodes.tasks))
     model = model.to(dev)
     loop = TrainingLoop(
         "dynamics", model, DynamicsObjective(model, shortcut).to(dev), optim, Path(out),

@@ -1,7 +1,8 @@
 """Encode a dataset once with a trained tokenizer, so dynamics training never touches pixels.
 
 The latents file (``out/latents.safetensors``) holds, per episode i, ``i.latents`` (T+1, K, D)
-float16 beside the episode's actions, rewards and terminated flags, and offers the same
+float16 beside the episode's actions, rewards and terminated flags (and ``tasks`` (N, task_dim),
+each episode's task, for a dataset of runs with tasks), and offers the same
 ``read(episode, key, start, stop)`` as ``EpisodeDataset`` so ``WindowDataset`` windows it.
 """
 
@@ -59,6 +60,9 @@ def encode_dataset(tokenizer: torch.nn.Module, dataset: EpisodeDataset, out: str
         tensors[f"{i}.latents"] = z.half()
         for name in KEYS[1:]:
             tensors[f"{i}.{name}"] = torch.from_numpy(np.ascontiguousarray(dataset.read(i, name)))
+    tasks = dataset.task_vectors()
+    if tasks is not None:
+        tensors["tasks"] = torch.from_numpy(tasks)
     out = Path(out)
     metadata = {"data": str(dataset.root), "episodes": str(len(dataset)), "lengths": json.dumps(dataset.lengths.tolist()), "key": json.dumps(key)}
     with atomic_write(out) as tmp:
@@ -74,6 +78,8 @@ class LatentEpisodes:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata()
             self.arrays = {key: f.get_tensor(key) for key in f.keys()}
+        tasks = self.arrays.pop("tasks", None)
+        self.tasks: np.ndarray | None = None if tasks is None else tasks.numpy()  # (N, task_dim): each episode's task
         self._lengths = np.array(json.loads(meta["lengths"]), dtype=np.int64)
         self.key: dict[str, str] | None = json.loads(meta["key"]) if "key" in meta else None
 

@@ -24,9 +24,9 @@ from imaginegym.models.tokenizer import TokenizerConfig, make_tokenizer
 from imaginegym.training.checkpoint import load_checkpoint
 from imaginegym.training.distributed import init_distributed, training_device
 from imaginegym.training.dynamics_trainer import BatchLengths, train_dynamics
-from imaginegym.training.latents import encode_dataset, latents_key, read_latents_key
+from imaginegym.training.latents import LatentEpisodes, encode_dataset, latents_key, read_latents_key
 from imaginegym.training.loop import OptimConfig
-from imaginegym.training.tokenizer_trainer import train_tokenizer
+from imaginegym.training.tokenizer_trainer import check_tokenizer_fits, train_tokenizer
 from imaginegym.world_model import EnvSpec, WorldModel
 
 START_CONTEXTS = 16
@@ -35,13 +35,36 @@ RUN_OUTPUTS = ("tokenizer.pt", "latents.safetensors", "dynamics.pt", "world_mode
 
 
 def dynamics_config_for(dataset: EpisodeDataset, tokenizer: TokenizerConfig, dynamics: DynamicsConfig) -> DynamicsConfig:
-    """Fill the dynamics fields that follow from the tokenizer and the dataset's action space."""
+    """Fill the dynamics fields that follow from the tokenizer and the dataset: its action space and its tasks.
+
+    A dataset of runs with tasks (the DarkRoom family's learning histories) gives a task-conditioned model."""
     space = dataset.action_space
     if hasattr(space, "n"):
         kind, dim = "discrete", int(space.n)
     else:
         kind, dim = "box", int(np.prod(space.shape))
-    return replace(dynamics, latent_tokens=tokenizer.latent_tokens, latent_dim=tokenizer.token_dim, action_kind=kind, action_dim=dim)
+    tasks = dataset.task_vectors()
+    return replace(dynamics, latent_tokens=tokenizer.latent_tokens, latent_dim=tokenizer.token_dim, action_kind=kind, action_dim=dim,
+                   task_dim=0 if tasks is None else tasks.shape[1])
+
+
+def dataset_tasks(dataset: EpisodeDataset) -> list | None:
+    """The distinct tasks of a dataset's runs, in the order they first appear (None: no tasks)."""
+    tasks = {}
+    for shard in dataset.shards:
+        if shard.run_task is not None:
+            tasks.setdefault(shard.run_task, json.loads(shard.run_task))
+    return list(tasks.values()) or None
+
+
+def env_kwargs_for(dataset: EpisodeDataset) -> dict:
+    """The settings to remake the dataset's env with: DMC's task, frame size and action repeat (none for the DarkRoom family)."""
+    kwargs = {}
+    if dataset.task:
+        kwargs["task"] = dataset.task
+    if dataset.meta.size is not None:
+        kwargs.update(size=dataset.meta.size, action_repeat=dataset.meta.action_repeat)
+    return kwargs
 
 
 def load_weights(path: Path, module: torch.nn.Module) -> torch.nn.Module:
@@ -79,9 +102,7 @@ def check_run(dataset: EpisodeDataset, tokenizer: TokenizerConfig, dynamics: Dyn
     Raises:
         ValueError: a setting does not fit the dataset (frame size, episode lengths, action space), naming the fix.
     """
-    size = dataset.observation_space.shape[0]
-    if tokenizer.kind in ("cnn", "transformer") and size != tokenizer.image_size:
-        raise ValueError(f"dataset {dataset.root} has {size}x{size} frames but the tokenizer's image_size is {tokenizer.image_size}: set it to {size}")
+    check_tokenizer_fits(dataset, tokenizer)
     frames = int(dataset.lengths.max()) + 1
     if dynamics.context_length > frames:
         raise ValueError(f"the dynamics' context_length={dynamics.context_length} frames exceeds the longest episode of {dataset.root} "
@@ -173,15 +194,19 @@ def check_dynamics_latents(out: Path, latents: Path) -> None:
 def export_world_model(out: Path, data: str | Path, tokenizer: TokenizerConfig, dynamics: DynamicsConfig) -> Path:
     dataset = EpisodeDataset(data)
     check_dynamics_latents(out, out / "latents.safetensors")
+    episodes = LatentEpisodes(out / "latents.safetensors")
+    terminates = any(bool(episodes.read(i, "terminated").any()) for i in range(len(episodes)))
+    first = dataset.read(0, "frames", 0, 1)
+    same_start = all(np.array_equal(dataset.read(i, "frames", 0, 1), first) for i in range(1, len(dataset)))
     model = WorldModel(tokenizer, dynamics, EnvSpec(
         env_id=dataset.env_id, task=dataset.task,
         observation_space=space_to_json(dataset.observation_space), action_space=space_to_json(dataset.action_space),
-        env_kwargs={"task": dataset.task, "size": dataset.meta.size, "action_repeat": dataset.meta.action_repeat},
-        max_episode_steps=int(dataset.lengths.max()),
+        env_kwargs=env_kwargs_for(dataset), max_episode_steps=int(dataset.lengths.max()), tasks=dataset_tasks(dataset),
+        terminates=terminates, start_context=1 if same_start else None,
     ))
     load_weights(out / "tokenizer.pt", model.tokenizer)
     load_weights(out / "dynamics.pt", model.dynamics)
-    model.start_frames, model.start_actions = start_contexts(dataset, dynamics.context_length - 1)
+    model.start_frames, model.start_actions = start_contexts(dataset, 1 if same_start else dynamics.context_length - 1)
     return model.save(out / "world_model.safetensors")
 
 

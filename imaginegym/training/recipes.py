@@ -22,3 +22,14 @@ def cartpole_recipe() -> tuple[TokenizerConfig, DynamicsConfig, ShortcutConfig, 
     shortcut = ShortcutConfig(low_noise_prob=0.6, low_noise_max=0.0625, loss_weight_floor=1.0, matched_fraction=0.75, pure_noise_prob=0.5)
     lengths = BatchLengths(rollout_every=2, rollout_length=8)
     return tokenizer, dynamics, shortcut, lengths
+
+
+def darkroom_recipe() -> tuple[TokenizerConfig, DynamicsConfig, ShortcutConfig, BatchLengths]:
+    """The bundled ``darkroom`` model: an embedding tokenizer of the (x, y) cell and a small task-conditioned dynamics.
+
+    Its data are learning histories (`imaginegym ad histories`): the goal of each run is the task the dynamics is
+    conditioned on (``task_dim`` follows from the dataset)."""
+    tokenizer = TokenizerConfig(kind="embedding", obs_dim=2, num_values=9, num_latents=1, latent_dim=16, width=64)
+    dynamics = DynamicsConfig(context_length=4, width=128, depth=3, heads=4, condition_tokens=False)
+    shortcut = ShortcutConfig(reward_weight=4.0)
+    return tokenizer, dynamics, shortcut, BatchLengths()

@@ -49,6 +49,30 @@ def image_grid(real: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     return torch.cat(list(rows), dim=-1)
 
 
+def check_tokenizer_fits(dataset: EpisodeDataset, tokenizer: TokenizerConfig) -> None:
+    """Raise a ValueError naming the fix when the tokenizer cannot take the dataset's observations."""
+    space = dataset.observation_space
+    if tokenizer.kind in ("cnn", "transformer"):
+        if len(space.shape) != 3:
+            raise ValueError(f"dataset {dataset.root} observes {space}, not image frames: use --tokenizer-kind embedding "
+                             "(discrete observations) or mlp (vectors)")
+        size = space.shape[0]
+        if size != tokenizer.image_size:
+            raise ValueError(f"dataset {dataset.root} has {size}x{size} frames but the tokenizer's image_size is {tokenizer.image_size}: set it to {size}")
+        return
+    if len(space.shape) != 1 or space.shape[0] != tokenizer.obs_dim:
+        raise ValueError(f"dataset {dataset.root} observes {space}; the {tokenizer.kind} tokenizer takes vectors of obs_dim={tokenizer.obs_dim}: "
+                         f"set --tokenizer-obs-dim {int(np.prod(space.shape))}")
+    if tokenizer.kind == "embedding":
+        values = getattr(space, "nvec", None)
+        if values is None:
+            raise ValueError(f"dataset {dataset.root} observes {space}: the embedding tokenizer takes discrete (MultiDiscrete) "
+                             "observations; use --tokenizer-kind mlp for float vectors")
+        if int(np.max(values)) > tokenizer.num_values:
+            raise ValueError(f"dataset {dataset.root} observes values up to {int(np.max(values)) - 1} but the tokenizer's "
+                             f"num_values is {tokenizer.num_values}: set --tokenizer-num-values {int(np.max(values))}")
+
+
 def train_tokenizer(data: str, out: str, tokenizer: TokenizerConfig, optim: OptimConfig, device: str = "auto",
                     frames_per_sample: int = 1, require_lpips: bool = False,
                     frames_in_memory_bytes: int = FRAMES_IN_MEMORY_BYTES) -> nn.Module:
@@ -59,14 +83,13 @@ def train_tokenizer(data: str, out: str, tokenizer: TokenizerConfig, optim: Opti
     dev = training_device(device)
     context = init_distributed(dev)
     dataset = EpisodeDataset(data)
-    size = dataset.observation_space.shape[0]
-    if size != tokenizer.image_size:
-        raise ValueError(f"dataset {data} has {size}x{size} frames but --tokenizer-image-size={tokenizer.image_size}; set it to {size}")
+    check_tokenizer_fits(dataset, tokenizer)
     torch.manual_seed(optim.seed)  # the same initial weights on every rank and every run
     model = make_tokenizer(tokenizer).to(dev)
     if tokenizer.kind == "cnn" and tokenizer.background == "median":  # before the EMA copies the model
         model.set_background(sample_frames(dataset, BACKGROUND_FRAMES, 1, torch.Generator().manual_seed(optim.seed)))
-    lpips = load_lpips(required=require_lpips, device=dev)
+    pixels = tokenizer.kind in ("cnn", "transformer")
+    lpips = load_lpips(required=require_lpips, device=dev) if pixels else None  # a perceptual loss is for images only
     objective = TokenizerObjective(model, lpips).to(dev)
     loop = TrainingLoop("tokenizer", model, objective, optim, Path(out), {"tokenizer": asdict(tokenizer), "data": str(Path(data).resolve())}, context, dev)
     objective.step = loop.step
@@ -76,6 +99,8 @@ def train_tokenizer(data: str, out: str, tokenizer: TokenizerConfig, optim: Opti
     preview = sample_frames(source, 8, 1, torch.Generator().manual_seed(1))[:, 0]
 
     def on_image(writer, step, ema):
+        if not pixels:  # no images to show for vectors and discrete observations
+            return
         with torch.no_grad():
             recon = ema.to_observation(ema.decode(ema.encode(preview.to(dev)))).cpu()
         writer.add_image("tokenizer/reconstruction", image_grid(preview, recon), step)
