@@ -4,6 +4,8 @@
     env = gym.make("imaginegym/Imagined-v0", world_model=wm, obs_mode="latent")     # flat Box(-1, 1, (K*D,))
     vec = imaginegym.make_vec("imaginegym/Imagined-v0", num_envs=64, world_model=wm)  # one model call per pass
     real = LatentObservation(gym.make("imaginegym/DMC-v0", **wm.env_spec.env_kwargs), wm)  # same latent space
+    room = gym.make("imaginegym/Imagined-v0", world_model="darkroom", task=(2, 7))  # a task-conditioned model
+    room.reset(options={"task": (4, 1)})                                              # another goal, as the real env takes it
 
 A reset encodes a window of real context frames and fills the env's row of the KV cache
 with them (re-noised to tau_ctx). A step denoises the next frame's latents in
@@ -173,7 +175,10 @@ class ImaginedBatch:
         self.tasks: list[Any] = [None] * num_envs
         self.task_vectors = torch.zeros(num_envs, wm.dynamics_config.task_dim, device=wm.device)
         if wm.dynamics_config.task_dim:
-            self.set_task(np.arange(num_envs), wm.env_spec.tasks[0] if task is None and wm.env_spec.tasks else task)
+            if task is None and not wm.env_spec.tasks:
+                raise ValueError(f"the world model is conditioned on the task ({wm.dynamics_config.task_dim} numbers) and lists no "
+                                 "training tasks to start from: pass task=...")
+            self.set_task(np.arange(num_envs), wm.env_spec.tasks[0] if task is None else task)
         elif task is not None:
             self.set_task(np.arange(num_envs), task)  # raises: this model has no tasks
 

@@ -137,3 +137,7 @@ def test_a_pixel_tokenizer_on_darkroom_says_which_tokenizer_to_use(darkroom_mode
         main(["train", "world-model", "--data", str(data), "--out", str(tmp_path / "run"), *FLAGS[:2], "--tokenizer-obs-dim", "2",
               "--tokenizer-num-values", "5", "--device", "cpu"])
     assert "--tokenizer-num-values 9" in capsys.readouterr().err
+    run, _ = darkroom_model
+    with pytest.raises(SystemExit):
+        main(["eval", "world-model", str(run), "--data", str(data), "--device", "cpu"])
+    assert "benchmarks/imagined_darkroom.py" in capsys.readouterr().err

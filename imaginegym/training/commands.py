@@ -127,6 +127,12 @@ def run_eval(args: argparse.Namespace) -> int:
     from imaginegym.world_model import WorldModel
 
     model = WorldModel.load(args.model, device=args.device)
+    if model.tokenizer_config.kind not in ("cnn", "transformer"):
+        raise ValueError(
+            f"{args.model} imagines {model.env_spec.env_id}'s {model.tokenizer_config.kind}-tokenized observations, not frames: this "
+            "command measures pixel fidelity (PSNR, SSIM, LPIPS). For a DarkRoom model run benchmarks/imagined_darkroom.py "
+            "(exact positions, reward errors, in-context returns in real and imagined rooms)"
+        )
     if args.context_noise is not None:  # overrides of the model's own settings, validated by its configs
         model.set_context_noise(args.context_noise)
     if args.opacity_floor is not None:
