@@ -129,7 +129,7 @@ class ImaginedBatch:
         world_model: WorldModel,
         num_envs: int,
         obs_mode: str = "pixels",
-        num_denoise_steps: int = 4,
+        num_denoise_steps: int | None = None,
         context_length: int | None = None,
         max_episode_steps: int | None = None,
         frame_stack: int = 1,
@@ -137,6 +137,8 @@ class ImaginedBatch:
         task: Any = None,
     ) -> None:
         wm = self.world_model = world_model
+        if num_denoise_steps is None:
+            num_denoise_steps = wm.dynamics_config.denoise_steps
         window = wm.dynamics_config.context_length - 1  # past frames a prediction attends to
         if obs_mode not in OBS_MODES:
             raise ValueError(
@@ -442,7 +444,9 @@ class ImaginationEnv(ImaginationSettings, gym.Env[np.ndarray, np.ndarray]):
         world_model: a `WorldModel`, a bundled name ("cartpole-swingup"), a .safetensors
             file or a training run directory.
         obs_mode: "pixels" or "latent".
-        num_denoise_steps: shortcut sampling steps per env step, a power of two <= k_max.
+        num_denoise_steps: shortcut sampling steps per env step, a power of two <= k_max
+            (default: the model's ``dynamics_config.denoise_steps``, 4 for the cartpole models,
+            1 for the deterministic DarkRoom).
         context_length: frames of context at a sampled reset (default: the model's
             context_length - 1, all it attends to; 1 for a model whose training episodes all
             start from the same observation, ``env_spec.start_context``: its imagined episodes
@@ -476,7 +480,7 @@ class ImaginationEnv(ImaginationSettings, gym.Env[np.ndarray, np.ndarray]):
         self,
         world_model: str | os.PathLike | WorldModel,
         obs_mode: str = "pixels",
-        num_denoise_steps: int = 4,
+        num_denoise_steps: int | None = None,
         context_length: int | None = None,
         max_episode_steps: int | None = None,
         device: str | torch.device = "auto",
@@ -552,7 +556,7 @@ class ImaginationVectorEnv(ImaginationSettings, VectorEnv):
         num_envs: int,
         world_model: str | os.PathLike | WorldModel,
         obs_mode: str = "pixels",
-        num_denoise_steps: int = 4,
+        num_denoise_steps: int | None = None,
         context_length: int | None = None,
         max_episode_steps: int | None = None,
         device: str | torch.device = "auto",

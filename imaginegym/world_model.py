@@ -197,7 +197,8 @@ class WorldModel(nn.Module):
         return actions, mask
 
     @torch.no_grad()
-    def imagine(self, context_frames, context_actions, actions, num_denoise_steps: int = 4, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def imagine(self, context_frames, context_actions, actions, num_denoise_steps: int | None = None,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Open-loop imagination from real context.
 
         context_frames (B, C, H, W, 3) uint8; context_actions (B, C-1, A): the actions between
@@ -209,6 +210,7 @@ class WorldModel(nn.Module):
         b, c = frames.shape[:2]
         ctx_actions = self.check_actions(context_actions, (b, c - 1), "context_actions")
         actions = self.check_actions(actions, (b, actions.shape[1]))
+        num_denoise_steps = num_denoise_steps or self.dynamics_config.denoise_steps
         z_ctx = self.tokenizer.encode(frames)
         per_frame, mask = self.context_inputs(ctx_actions, c)
         cache = self.dynamics.new_cache(b)

@@ -19,7 +19,7 @@ from imaginegym.world_model import WorldModel
 
 FLAGS = ["--tokenizer-kind", "embedding", "--tokenizer-obs-dim", "2", "--tokenizer-num-values", "9", "--tokenizer-num-latents", "1",
          "--tokenizer-latent-dim", "8", "--tokenizer-width", "16", "--tokenizer-steps", "4", "--dynamics-width", "16", "--dynamics-depth", "1",
-         "--dynamics-heads", "2", "--dynamics-context-length", "3", "--dynamics-steps", "4", "--dynamics-batch-size", "4", "--device", "cpu"]
+         "--dynamics-heads", "2", "--dynamics-context-length", "3", "--dynamics-steps", "4", "--dynamics-batch-size", "4", "--dynamics-denoise-steps", "1", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,9 @@ def test_the_imagined_env_takes_its_task_as_the_real_env_does(darkroom_model):
     wm = WorldModel.load(run)
     env = ImaginationEnv(wm, render_mode=None)
     assert env.task == wm.env_spec.tasks[0]  # the default: the first training task
+    assert env.num_denoise_steps == 1 == wm.dynamics_config.denoise_steps  # the model's own default
+    assert env.context_length == 1 and wm.env_spec.start_context == 1  # every history starts at the centre
+    assert wm.env_spec.terminates is False
     check_env(env, skip_render_check=True)
     obs, _ = env.reset(seed=0, options={"task": (2, 7)})
     assert env.observation_space.contains(obs) and env.task == [2, 7]

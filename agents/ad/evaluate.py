@@ -40,7 +40,7 @@ def task_selection(env_id: str, tasks: str | list[Any]) -> list[Any]:
         env.close()
 
 
-def imagined_env_maker(world_model, device: str = "cpu", num_denoise_steps: int = 4):
+def imagined_env_maker(world_model, device: str = "cpu", num_denoise_steps: int | None = None):
     """``make_env(task)`` for `evaluate_in_context` in a task-conditioned world model's imagined env, and its real env id.
 
     ``world_model``: a bundled name ("darkroom"), a file, a run directory or a loaded `WorldModel` (shared by every task's env).

@@ -44,6 +44,10 @@ class DynamicsConfig:
     # Numbers per task for a multi-task env whose task is hidden from the observations (DarkRoom's goal (x, y)):
     # every frame's conditioning then includes the task's embedding. 0: one task (DMC).
     task_dim: int = 0
+    # Shortcut steps per imagined frame unless the imagined env is told otherwise (its num_denoise_steps).
+    # 1 suits a deterministic world (DarkRoom): one x-prediction from pure noise is its exact next frame,
+    # and every further step only adds noise back.
+    denoise_steps: int = 4
 
     def __post_init__(self):
         if self.action_kind not in ("box", "discrete"):
@@ -56,6 +60,7 @@ class DynamicsConfig:
                              "width must divide into heads of an even number of dims (RoPE rotates pairs), e.g. heads=4 for width=256")
         noise.step_levels(self.k_max)
         check_count("task_dim", self.task_dim, minimum=0)
+        noise.step_level(self.denoise_steps, self.k_max)  # a power of two <= k_max
         if not 0 < self.context_noise < 1:
             raise ValueError(f"context_noise={self.context_noise} must lie in (0, 1); DreamerV4 uses 0.1")
 
