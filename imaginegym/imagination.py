@@ -350,7 +350,7 @@ class ImaginedBatch:
         shape = (self.num_denoise_steps + 1, *self.latent_shape)
         noise_steps = torch.from_numpy(np.stack([rngs[row].standard_normal(shape, dtype=np.float32) for row in rows]))
         index = torch.as_tensor(rows, device=wm.device)
-        z, reward, continue_prob = wm.dynamics.imagine_step(self.cache, index, actions, noise_steps.to(wm.device))
+        z, reward, continue_prob = wm.dynamics.imagine_step(self.cache, index, actions, noise_steps.to(wm.device), wm.projection)
         z = z.clamp(-1, 1)  # the last Euler step returns z0_hat up to rounding; keep the space's bounds exact
         self.latents[index] = z
         self.steps[rows] += 1

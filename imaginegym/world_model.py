@@ -187,6 +187,18 @@ class WorldModel(nn.Module):
         """Latents (..., K, D) -> observations (uint8 frames (..., H, W, 3) for pixels)."""
         return self.tokenizer.decode_observation(latents.to(self.device))
 
+    @property
+    def projection(self):
+        """For discrete observations (an embedding tokenizer), a map of raw latents onto the latents of the observation they
+        decode to; None for pixels and vectors.
+
+        Imagination applies it to each generated frame before it becomes context: the frame is then exactly the cell the env
+        reports, and small errors of the latents cannot add up from step to step until the decoded cell jumps (without it,
+        the DarkRoom model let an agent that stays put drift to another cell within 20 steps in 14 of 20 trials)."""
+        if self.tokenizer_config.kind != "embedding":
+            return None
+        return lambda z: self.tokenizer.encode(self.tokenizer.decode_observation(z))
+
     def context_inputs(self, context_actions: torch.Tensor, frames: int):
         """Per-frame actions (B, C, ...) and mask (B, C) from the C-1 actions between C frames."""
         b = context_actions.shape[0]
@@ -223,7 +235,7 @@ class WorldModel(nn.Module):
         self.dynamics.prefill(cache, rows, z_ctx, per_frame, mask, randn(*z_ctx.shape))
         latents, rewards, continues = [], [], []
         for t in range(actions.shape[1]):
-            z, r, p = self.dynamics.imagine_step(cache, rows, actions[:, t], randn(b, num_denoise_steps + 1, k, d))
+            z, r, p = self.dynamics.imagine_step(cache, rows, actions[:, t], randn(b, num_denoise_steps + 1, k, d), self.projection)
             latents.append(z), rewards.append(r), continues.append(p)
         latents = torch.stack(latents, 1)
         return {"frames": self.decode(latents), "latents": latents, "rewards": torch.stack(rewards, 1), "continues": torch.stack(continues, 1)}

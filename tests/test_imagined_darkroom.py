@@ -144,3 +144,34 @@ def test_a_pixel_tokenizer_on_darkroom_says_which_tokenizer_to_use(darkroom_mode
     with pytest.raises(SystemExit):
         main(["eval", "world-model", str(run), "--data", str(data), "--device", "cpu"])
     assert "benchmarks/imagined_darkroom.py" in capsys.readouterr().err
+
+
+def test_the_bundled_darkroom_model_imagines_the_real_room():
+    """From the real start, a walk to a held-out goal and back: the imagined cells are the real ones, and so is the reward."""
+    wm = WorldModel.load("darkroom")
+    assert wm.dynamics_config.task_dim == 2 and len(wm.env_spec.tasks) == 81
+    goal = (4, 1)  # a held-out goal of the in-context agents
+    real, imagined = gym.make("imaginegym/DarkRoom-v0", task=goal), ImaginationEnv(wm, task=goal, render_mode=None)
+    obs, _ = real.reset()
+    fake, _ = imagined.reset(seed=0)
+    assert np.array_equal(obs, fake)
+    same, rewards = [], []
+    for action in [1, 1, 1, 0, 0, 3, 4, 2, 2, 4, 4, 1, 1, 0, 3, 3, 1, 0, 2, 1]:  # up to the goal, stay, wander, come back
+        obs, reward, _, truncated, _ = real.step(action)
+        fake, fake_reward, terminated, fake_truncated, _ = imagined.step(action)
+        same.append(np.array_equal(obs, fake))
+        rewards.append((reward, fake_reward))
+        assert not terminated and truncated == fake_truncated
+    assert np.mean(same) >= 0.9
+    real_rewards, fake_rewards = np.array(rewards).T
+    assert np.abs(real_rewards - fake_rewards).mean() < 0.15 and fake_rewards[real_rewards == 1].min() > 0.5
+
+
+def test_imagined_cells_do_not_drift_while_the_agent_stays(tiny_world_model):
+    """Each imagined frame is snapped to the cell it decodes to before it becomes context (WorldModel.projection)."""
+    wm = WorldModel.load("darkroom")
+    env = ImaginationEnv(wm, task=(7, 6), render_mode=None)
+    for seed, cell in enumerate([(7, 6), (2, 2), (0, 8)]):
+        env.reset(seed=seed, options={"context_frames": np.array([cell])})
+        assert all(tuple(env.step(0)[0].tolist()) == cell for _ in range(19))
+    assert tiny_world_model.projection is None  # pixels are not snapped

@@ -10,16 +10,18 @@ from imaginegym.world_model import PRETRAINED_DIR, WorldModel
 BUNDLED = sorted(p.parent.name for p in PRETRAINED_DIR.glob("*/world_model.safetensors"))
 
 
-def test_the_default_and_the_fast_model_are_bundled():
-    assert {"cartpole-swingup", "cartpole-swingup-fast"} <= set(BUNDLED)
+def test_the_default_the_fast_and_the_darkroom_model_are_bundled():
+    assert {"cartpole-swingup", "cartpole-swingup-fast", "darkroom"} <= set(BUNDLED)
 
 
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_model_steps_in_the_real_envs_spaces(name):
     model = WorldModel.load(name)
     spec = model.env_spec
-    assert spec.env_kwargs["size"] == 64 and spec.env_kwargs["action_repeat"] == 2
-    assert len(model.start_frames) > 0 and model.start_frames.shape[1] == model.dynamics_config.context_length - 1
+    if spec.env_id == "imaginegym/DMC-v0":
+        assert spec.env_kwargs["size"] == 64 and spec.env_kwargs["action_repeat"] == 2
+    # the start contexts: all the model attends to, or the reset observation alone for an env that always starts alike
+    assert len(model.start_frames) > 0 and model.start_frames.shape[1] == (spec.start_context or model.dynamics_config.context_length - 1)
     env = gym.make("imaginegym/Imagined-v0", world_model=model, max_episode_steps=5)
     real = gym.make(spec.env_id, **spec.env_kwargs)
     assert env.observation_space == real.observation_space and env.action_space == real.action_space

@@ -362,11 +362,13 @@ class Dynamics(nn.Module):
         cache.prior[rows] = noise.clean_estimate(z_tau[:, -1], tau[:, -1])
 
     @torch.no_grad()
-    def imagine_step(self, cache: KVCache, rows: torch.Tensor, actions, noise_steps: torch.Tensor):
+    def imagine_step(self, cache: KVCache, rows: torch.Tensor, actions, noise_steps: torch.Tensor, project=None):
         """Generate the next frame of envs ``rows`` given the action taken now.
 
         actions (B, A) float or (B,) long; noise_steps (B, num_steps + 1, K, D): the initial
         noise, then the noise that re-noises the result to tau_ctx when it enters the cache.
+        ``project`` maps raw latents (B, K, D) to raw latents before the frame enters the cache
+        (`WorldModel.projection`: a discrete world's latents snapped to the cell they decode to).
         Returns raw latents z0 (B, K, D) in [-1, 1], reward (B,), continue probability (B,).
         """
         low, high = self.normalize(-torch.ones_like(self.latent_mean)), self.normalize(torch.ones_like(self.latent_mean))
@@ -379,6 +381,8 @@ class Dynamics(nn.Module):
             z0_hat = self._cached_pass(cache, rows, z, tau, level, step, commit=False)[0]
             z0_hat = torch.maximum(torch.minimum(z0_hat, high), low)  # the tokenizer's tanh range
             z = noise.euler_step(z, z0_hat, torch.tensor(tau, device=z.device), d)
+        if project is not None:  # onto the observations' own latents (a discrete world), before the frame becomes context
+            z = self.normalize(project(self.denormalize(z[:, 0])))[:, None]
         tau_ctx = self.config.context_noise
         z_ctx = noise.add_noise(z, torch.full(z.shape[:2], tau_ctx, device=z.device), noise_steps[:, -1:])
         _, reward, cont = self._cached_pass(cache, rows, z_ctx, tau_ctx, 0, step, commit=True)
