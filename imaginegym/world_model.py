@@ -45,7 +45,7 @@ class EnvSpec:
     # episodes then end by truncation alone, never by an error of the continue head, which had nothing to learn.
     terminates: bool = True
     # Frames of real context an imagined episode starts from by default (None: all the model attends to).
-    # 1 when every training episode starts from the same observation (the DarkRoom family): an imagined
+    # 1 when every training episode starts from the same discrete or vector observation (the DarkRoom family): an imagined
     # episode then starts where the real one does, at its reset observation, and lasts as long.
     start_context: int | None = None
 
