@@ -21,6 +21,7 @@ import torch
 import imaginegym  # noqa: F401
 from imaginegym.agents.ad.agent import InContextAgent
 from imaginegym.agents.ad.evaluate import evaluate_in_context, task_selection, plot_learning_curves, source_learning_curve, write_results
+from imaginegym.training.flags import positive_int
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--agents", nargs="+", required=True, help="bundled names or run directories")
     parser.add_argument("--env", help="env id (default: the first agent's)")
     parser.add_argument("--tasks", default="test")
-    parser.add_argument("--task-every", type=int, default=1,
+    parser.add_argument("--task-every", type=positive_int, default=1,
                         help="every N-th task of the split (DarkKeyToDoor holds 328 held-out pairs: 10 evaluates 33 of them)")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
@@ -36,17 +37,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--png", help="learning curves of the agents and of the source algorithm")
     parser.add_argument("--json-dir", help="write each agent's results JSON here")
     args = parser.parse_args(argv)
-    if args.task_every < 1:
-        parser.error(f"--task-every={args.task_every}: give 1 (every task) or more")
     torch.set_num_threads(args.threads)
-    curves, optimal, env_id = {}, None, args.env
+    curves, optimal, env_id, tasks = {}, None, args.env, None
     split = args.tasks if args.task_every == 1 else f"{args.tasks}[::{args.task_every}]"
     print("| agent | model | tasks | last 10 of {} episodes, mean (% of optimal) | lowest task | per task |".format(args.episodes))
     print("| --- | --- | --- | --- | --- | --- |")
     for name in args.agents:
         agent = InContextAgent.load(name, seed=args.seed)
         env_id = env_id or agent.env_id
-        tasks = task_selection(env_id, args.tasks)[::args.task_every]
+        tasks = tasks or task_selection(env_id, args.tasks)[::args.task_every]  # the same tasks for every agent
         result = evaluate_in_context(agent, env_id, tasks=tasks, episodes=args.episodes, seed=args.seed, progress=False)
         if args.json_dir:
             write_results(result, Path(args.json_dir) / f"{Path(name).name}.json")
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         per_task = ", ".join(f"{f:.0%}" for f in result["fraction_of_optimal_last10"])
         print(f"| {name} | {agent.config.model} | {len(result['tasks'])} {split} | {result['mean_fraction_of_optimal_last10']:.1%} "
               f"| {result['min_fraction_of_optimal_last10']:.1%} | {per_task} |")
-    source = source_learning_curve(env_id, tasks=task_selection(env_id, args.tasks)[::args.task_every], episodes=args.episodes, seed=args.seed)
+    source = source_learning_curve(env_id, tasks=tasks, episodes=args.episodes, seed=args.seed)
     curves["source algorithm (learning from scratch)"] = source
     source_fraction = float(np.mean(source[-10:]) / optimal)
     print(f"source algorithm, last 10 of {args.episodes} episodes: {source_fraction:.1%} of the optimum (mean return {np.mean(source[-10:]):.2f})")
