@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -57,6 +58,9 @@ class LoopConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 1  # collection processes
+    init_data: str | None = None  # start from a copy of this dataset (its steps counted) instead of initial_episodes of OU noise
+    init_model: str | None = None  # continue this world model (bundled name or path) instead of training one: its tokenizer stays
+    # frozen (latent observations keep their meaning), and dynamics_steps_first are its first steps on the loop's data
 
     def __post_init__(self):
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
@@ -96,20 +100,30 @@ class ModelBasedLoop:
     def real_steps(self) -> int:
         return int(EpisodeDataset(self.data).lengths.sum()) if (self.data / "dataset.json").is_file() else 0
 
+    def initial_episodes(self) -> int:
+        """Episodes of iteration 0: ``init_data``'s, or ``initial_episodes`` of OU noise."""
+        c = self.config
+        return len(EpisodeDataset(c.init_data)) if c.init_data else c.initial_episodes
+
     def episodes_before(self, iteration: int) -> int:
         c = self.config
-        return 0 if iteration == 0 else c.initial_episodes + (iteration - 1) * c.episodes_per_iteration
+        return 0 if iteration == 0 else self.initial_episodes() + (iteration - 1) * c.episodes_per_iteration
 
     def iterations(self) -> int:
         """Iterations whose data together reach ``real_steps`` (episodes of the task's full length)."""
         c = self.config
-        steps_per_episode = max(1, int(EpisodeDataset(self.data).lengths.max()))
-        extra = max(0, c.real_steps - c.initial_episodes * steps_per_episode)
+        dataset = EpisodeDataset(self.data)
+        steps_per_episode = max(1, int(dataset.lengths.max()))
+        first = dataset.lengths[:self.initial_episodes()].sum() if c.init_data else c.initial_episodes * steps_per_episode
+        extra = max(0, c.real_steps - int(first))
         return 1 + math.ceil(extra / (c.episodes_per_iteration * steps_per_episode))
 
     # ------------------------------------------------------------------ phases
     def collect(self, iteration: int) -> None:
         c = self.config
+        if iteration == 0 and c.init_data:
+            copy_dataset(Path(c.init_data), self.data)
+            return
         if iteration == 0:
             config, episodes = self.collect_config("ou"), c.initial_episodes
         else:
@@ -127,11 +141,12 @@ class ModelBasedLoop:
         tokenizer = replace(tokenizer, image_size=c.size)
         tokenizer_steps = c.tokenizer_steps_first + iteration * c.tokenizer_steps_per_iteration
         dynamics_steps = c.dynamics_steps_first + iteration * c.dynamics_steps_per_iteration
+        tokenizer_optim = None if c.init_model else OptimConfig(steps=tokenizer_steps, batch_size=32, lr=1e-3, warmup_steps=100,
+                                                                use_ema=False, seed=c.seed)
         train_world_model(
-            str(self.data), str(self.world_model), tokenizer,
-            OptimConfig(steps=tokenizer_steps, batch_size=32, lr=1e-3, warmup_steps=100, use_ema=False, seed=c.seed), dynamics,
-            OptimConfig(steps=dynamics_steps, batch_size=64, lr=1e-3, warmup_steps=200, seed=c.seed), shortcut,
-            replace(lengths, rollout_start=c.dynamics_steps_first // 2), c.device,
+            str(self.data), str(self.world_model), tokenizer, tokenizer_optim, dynamics,
+            OptimConfig(steps=dynamics_steps, batch_size=64, lr=5e-4 if c.init_model else 1e-3, warmup_steps=200, seed=c.seed), shortcut,
+            replace(lengths, rollout_start=0 if c.init_model else c.dynamics_steps_first // 2), c.device, init_from=c.init_model,
         )
 
     def agent_config(self, iteration: int) -> AgentConfig:
@@ -184,6 +199,19 @@ class ModelBasedLoop:
               f"eval {point['eval_return_mean']:.1f} ± {point['eval_return_std']:.1f} (imagined {point['imagined_return_mean']:.1f}), "
               f"{point['wall_s'] / 60:.1f} min")
         plot_curve(self.state["curve"], self.out / "curve.png")
+
+
+def copy_dataset(source: Path, target: Path) -> None:
+    """A copy of the dataset ``source`` at ``target``, whole or not at all (copied beside it, then renamed)."""
+    if (target / "dataset.json").is_file():
+        return
+    EpisodeDataset(source)  # a clear error for a path that holds no dataset
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
 
 
 def plot_curve(curve: list[dict], path: Path, baseline: list[tuple[int, float]] | None = None) -> Path:

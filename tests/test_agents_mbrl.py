@@ -49,3 +49,24 @@ def test_loop_killed_mid_run_resumes_from_its_last_finished_phase(tmp_path):
     assert (out / "curve.png").stat().st_size > 0 and (out / "agent" / "policy" / "policy.json").is_file()
     with pytest.raises(ValueError, match="holds a loop with other settings"):
         ModelBasedLoop(LoopConfig(**{**TINY, "horizon": 16}), out)
+
+
+def test_loop_continues_a_trained_model_on_a_copy_of_its_data_with_the_tokenizer_frozen(tmp_path):
+    import torch
+
+    from imaginegym.world_model import WorldModel
+
+    first = tmp_path / "first"
+    ModelBasedLoop(LoopConfig(**{**TINY, "real_steps": 40}), first, progress=False).run()  # iteration 0 only: OU data, a model
+    out = tmp_path / "continued"
+    config = LoopConfig(**{**TINY, "init_data": str(first / "data"), "init_model": str(first / "world_model"), "dynamics_steps_first": 2})
+    curve = ModelBasedLoop(config, out, progress=False).run()
+    dataset = EpisodeDataset(out / "data")
+    assert dataset.episode_ids == [0, 1, 2] and [s.policy for s in dataset.shards][:2] == ["ou", "ou"]  # the copy, then its own
+    assert dataset.shards[2].policy == f"agent:{out / 'policies' / 'iteration_001'}"
+    assert [p["real_steps"] for p in curve] == [40, 60]  # the copied steps count
+    base, continued = WorldModel.load(first / "world_model"), WorldModel.load(out / "world_model")
+    for name, tensor in base.tokenizer.state_dict().items():
+        assert torch.equal(tensor, continued.tokenizer.state_dict()[name]), name
+    assert any(not torch.equal(t, continued.dynamics.state_dict()[n]) for n, t in base.dynamics.state_dict().items())
+    assert EpisodeDataset(first / "data").episode_ids == [0, 1]  # the source dataset is left as it was

@@ -331,3 +331,32 @@ def test_ctrl_c_during_training_says_how_to_resume(tiny_dataset, tmp_path, capsy
         main(["train", "world-model", "--data", tiny_dataset, "--out", str(tmp_path / "run"), *TINY_FLAGS])
     assert exit_info.value.code == 130
     assert "interrupted; what finished is kept: run the same command again to resume" in capsys.readouterr().err
+
+
+def test_init_from_starts_at_the_models_weights_and_freeze_tokenizer_keeps_its_latents(tiny_dataset, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(first),
+                 "--tokenizer-steps", "6", "--dynamics-steps", "6", *TINY_FLAGS]) == 0
+    base = WorldModel.load(first)
+    with pytest.raises(SystemExit):
+        main(["train", "world-model", "--data", tiny_dataset, "--out", str(tmp_path / "x"), "--freeze-tokenizer", *TINY_FLAGS])
+    assert "--freeze-tokenizer keeps the tokenizer of --init-from MODEL: give --init-from too" in capsys.readouterr().err
+    second = tmp_path / "second"
+    # the architecture comes from the model: these flags' other dynamics width is not used
+    assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(second), "--init-from", str(first),
+                 "--freeze-tokenizer", "--dynamics-steps", "1", "--dynamics-lr", "1e-9", "--dynamics-warmup-steps", "1",
+                 *[f if f != "32" else "48" for f in TINY_FLAGS]]) == 0
+    continued = WorldModel.load(second)
+    assert continued.dynamics_config.width == 32
+    for name, tensor in base.tokenizer.state_dict().items():  # frozen: the very same tokenizer
+        assert torch.equal(tensor, continued.tokenizer.state_dict()[name]), name
+    base_dynamics = base.dynamics.state_dict()
+    for name, tensor in continued.dynamics.state_dict().items():  # one step at lr 1e-9: the model's weights, not random ones
+        torch.testing.assert_close(tensor, base_dynamics[name], atol=1e-5, rtol=0, msg=name)
+    fresh = tmp_path / "fresh"
+    assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(fresh), "--tokenizer-steps", "1",
+                 "--dynamics-steps", "1", "--dynamics-lr", "1e-9", "--dynamics-warmup-steps", "1", "--dynamics-seed", "5",
+                 *TINY_FLAGS]) == 0
+    random_start = WorldModel.load(fresh).dynamics.state_dict()
+    assert any(not torch.allclose(random_start[n], base_dynamics[n], atol=1e-3) for n in base_dynamics if base_dynamics[n].is_floating_point())
+    assert load_checkpoint(second / "dynamics.pt")[0]["step"] == 1

@@ -24,6 +24,17 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], config: dict[str, A
     return path
 
 
+def save_initial_checkpoint(path: str | Path, module: torch.nn.Module, config: dict[str, Any]) -> Path:
+    """A checkpoint that holds only ``module``'s weights at step 0: a training run resumed from it starts from those weights.
+
+    This is how a run continues from a trained model (``--init-from``): `TrainingLoop` takes the weights, and
+    builds its optimizer, schedule and EMA afresh. Its config says ``use_ema: False`` so that `load_weights`
+    reads these weights, not an EMA, until the run has trained.
+    """
+    state = {"model": module.state_dict(), "step": 0, "initial": True}
+    return save_checkpoint(path, state, {**config, "optim": {"use_ema": False}})
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
     """-> (state, config). Raises a ValueError that says what the file is when it is not a checkpoint."""
     path = Path(path)

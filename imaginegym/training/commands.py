@@ -44,6 +44,11 @@ def add_train_parser(subparsers) -> None:
     wm = stages.add_parser("world-model", parents=[common], help="tokenizer, then dynamics on the encoded dataset, then export",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     wm.add_argument("--data", required=True, help="dataset directory from `imaginegym collect`")
+    wm.add_argument("--init-from", metavar="MODEL", help="start from a trained world model (bundled name, run directory or "
+                    ".safetensors) instead of random weights: its architecture replaces the --tokenizer-*/--dynamics-* "
+                    "architecture flags; the step, batch and learning-rate flags apply to the new run")
+    wm.add_argument("--freeze-tokenizer", action="store_true", help="with --init-from: keep its tokenizer as it is (no tokenizer "
+                    "steps), so its latents, and policies that observe them, keep their meaning")
     _tokenizer_flags(wm)
     _dynamics_flags(wm)
     tok = stages.add_parser("tokenizer", parents=[common], help="train only the tokenizer")
@@ -82,11 +87,15 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         tokenizer = dataclass_from_flags(TokenizerConfig, args, "tokenizer")
         require_lpips = args.require_lpips
+        if args.freeze_tokenizer and not args.init_from:
+            raise ValueError("--freeze-tokenizer keeps the tokenizer of --init-from MODEL: give --init-from too "
+                             "(or train only the dynamics on OUT's tokenizer: `imaginegym train dynamics`)")
+    train_tokenizer = args.stage == "world-model" and not args.freeze_tokenizer
     path = train_world_model(
-        args.data, args.out, tokenizer, dataclass_from_flags(OptimConfig, args, "tokenizer") if args.stage == "world-model" else None,
+        args.data, args.out, tokenizer, dataclass_from_flags(OptimConfig, args, "tokenizer") if train_tokenizer else None,
         dataclass_from_flags(DynamicsConfig, args, "dynamics"), dataclass_from_flags(OptimConfig, args, "dynamics"),
         dataclass_from_flags(ShortcutConfig, args, "dynamics"), dataclass_from_flags(BatchLengths, args, "dynamics"),
-        args.device, require_lpips, args.restart,
+        args.device, require_lpips, args.restart, init_from=getattr(args, "init_from", None),
     )
     print(f"world model: {path}")
     return 0

@@ -85,6 +85,9 @@ class TrainingLoop:
     def _resume(self) -> None:
         state, self.resumed_config = load_checkpoint(self.checkpoint_path, self.device)
         self.model.load_state_dict(state["model"])
+        if state.get("initial"):  # `save_initial_checkpoint`: trained weights to start from, with a fresh optimizer and EMA
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.config.ema_decay), use_buffers=True)
+            return
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

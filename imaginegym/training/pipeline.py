@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from imaginegym.data.spaces import space_to_json
 from imaginegym.models.dynamics import DynamicsConfig
 from imaginegym.models.shortcut import ShortcutConfig
 from imaginegym.models.tokenizer import TokenizerConfig, make_tokenizer
-from imaginegym.training.checkpoint import load_checkpoint
+from imaginegym.training.checkpoint import load_checkpoint, save_initial_checkpoint
 from imaginegym.training.distributed import init_distributed, training_device
 from imaginegym.training.dynamics_trainer import BatchLengths, train_dynamics
 from imaginegym.training.latents import LatentEpisodes, encode_dataset, latents_key, read_latents_key
@@ -216,23 +216,47 @@ def export_world_model(out: Path, data: str | Path, tokenizer: TokenizerConfig, 
 
 def train_world_model(data: str, out: str, tokenizer: TokenizerConfig, tokenizer_optim: OptimConfig | None, dynamics: DynamicsConfig,
                       dynamics_optim: OptimConfig, shortcut: ShortcutConfig = ShortcutConfig(), lengths: BatchLengths = BatchLengths(),
-                      device: str = "auto", require_lpips: bool = False, restart: bool = False) -> Path:
+                      device: str = "auto", require_lpips: bool = False, restart: bool = False, init_from: str | Path | None = None) -> Path:
     """Tokenizer (skipped when ``tokenizer_optim`` is None: OUT has one), latents, dynamics, export.
 
     Every setting is checked against the dataset first (`check_run`), and OUT must hold no run on another
     dataset (`claim_run_dir`; ``restart`` deletes such a run). Rerun on a grown dataset, the stages continue:
     latents are encoded again whenever the dataset or the tokenizer changed.
+
+    Args:
+        init_from: a trained world model (bundled name, run directory or .safetensors) to start from instead of
+            random weights: its tokenizer and dynamics configs replace ``tokenizer`` and ``dynamics`` (the
+            architecture is the model's), and a new run in OUT starts from its weights (`save_initial_checkpoint`).
+            With ``tokenizer_optim`` None its tokenizer stays as it is, so its latents keep their meaning (a policy
+            that observes them runs unchanged in the new model).
     """
     out_dir = Path(out)
     dev = training_device(device)
     dataset = EpisodeDataset(data)
+    initial = None
+    if init_from is not None:
+        initial = WorldModel.load(init_from, device="cpu")
+        if initial.env_spec.task != dataset.task or initial.observation_space != dataset.observation_space \
+                or initial.action_space != dataset.action_space:
+            raise ValueError(f"init_from={init_from} imagines {initial.env_spec.task or initial.env_spec.env_id} ({initial.observation_space}, "
+                             f"actions {initial.action_space}), but --data {data} holds {dataset.task or dataset.env_id} episodes "
+                             f"({dataset.observation_space}, actions {dataset.action_space}): start from a model of the same env")
+        tokenizer, dynamics = initial.tokenizer_config, initial.dynamics_config
     dynamics = check_run(dataset, tokenizer, dynamics, lengths)
-    if tokenizer_optim is None and not (out_dir / "tokenizer.pt").is_file():
-        raise FileNotFoundError(f"{out_dir / 'tokenizer.pt'} does not exist: train the tokenizer first (`imaginegym train tokenizer --out {out}`)"
-                                " or train both (`imaginegym train world-model`)")
+    if initial is not None and initial.dynamics_config != dynamics:
+        raise ValueError(f"init_from={init_from}: its dynamics ({initial.dynamics_config}) does not fit --data {data} ({dynamics})")
     context = init_distributed(dev)
     if context.is_main:
         claim_run_dir(out_dir, dataset, restart)
+    if initial is not None and context.is_main:
+        origin = {"initialized_from": str(init_from), "data": str(Path(data).resolve())}
+        if not (out_dir / "tokenizer.pt").is_file():
+            save_initial_checkpoint(out_dir / "tokenizer.pt", initial.tokenizer, {"tokenizer": asdict(tokenizer), **origin})
+        if not (out_dir / "dynamics.pt").is_file():
+            save_initial_checkpoint(out_dir / "dynamics.pt", initial.dynamics, {"dynamics": asdict(dynamics), **origin})
+    if tokenizer_optim is None and not (out_dir / "tokenizer.pt").is_file():
+        raise FileNotFoundError(f"{out_dir / 'tokenizer.pt'} does not exist: train the tokenizer first (`imaginegym train tokenizer --out {out}`)"
+                                " or train both (`imaginegym train world-model`)")
     if context.enabled:
         torch.distributed.barrier()
     if tokenizer_optim is not None:
