@@ -59,8 +59,7 @@ class LoopConfig:
     device: str = "auto"
     workers: int = 1  # collection processes
     init_data: str | None = None  # start from a copy of this dataset (its steps counted) instead of initial_episodes of OU noise
-    init_model: str | None = None  # continue this world model (bundled name or path) instead of training one: its tokenizer stays
-    # frozen (latent observations keep their meaning), and dynamics_steps_first are its first steps on the loop's data
+    init_model: str | None = None  # continue this world model (bundled name or path) with its tokenizer frozen, instead of training one; dynamics_steps_first are its first steps here
 
     def __post_init__(self):
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
