@@ -360,3 +360,34 @@ def test_init_from_starts_at_the_models_weights_and_freeze_tokenizer_keeps_its_l
     random_start = WorldModel.load(fresh).dynamics.state_dict()
     assert any(not torch.allclose(random_start[n], base_dynamics[n], atol=1e-3) for n in base_dynamics if base_dynamics[n].is_floating_point())
     assert load_checkpoint(second / "dynamics.pt")[0]["step"] == 1
+
+
+def test_a_grown_dataset_encodes_only_its_new_episodes_while_the_tokenizer_is_unchanged(tiny_dataset, tmp_path):
+    from conftest import write_tiny_dataset
+    from imaginegym.training.latents import LatentEpisodes, encode_dataset, latents_key
+
+    run = tmp_path / "run"
+    assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(run), "--tokenizer-steps", "2", "--dynamics-steps", "2", *TINY_FLAGS]) == 0
+    tokenizer = load_tokenizer(run / "tokenizer.pt").eval()
+    grown = write_tiny_dataset(tmp_path / "grown", episodes=5)  # the same 3 episodes, then 2 more
+    for name in ("episode_000003.h5", "episode_000004.h5"):
+        shutil.copy(Path(grown) / name, Path(tiny_dataset) / name)
+    dataset = EpisodeDataset(tiny_dataset)
+    encoded = []
+    encode = tokenizer.encode
+    tokenizer.encode = lambda frames: encoded.append(len(frames)) or encode(frames)
+    path = run / "latents.safetensors"
+    encode_dataset(tokenizer, dataset, path, torch.device("cpu"), latents_key(dataset, tokenizer))
+    assert encoded == [31, 31]  # episodes 3 and 4 only
+    incremental = LatentEpisodes(path)
+    encode_dataset(tokenizer, dataset, tmp_path / "all.safetensors", torch.device("cpu"), latents_key(dataset, tokenizer))
+    assert len(encoded) == 7  # a new file: every episode
+    full = LatentEpisodes(tmp_path / "all.safetensors")
+    for i in range(5):
+        for key in ("latents", "actions", "rewards", "terminated"):
+            np.testing.assert_array_equal(incremental.read(i, key), full.read(i, key))
+    with torch.no_grad():
+        next(tokenizer.parameters()).add_(1.0)  # another tokenizer: nothing is reused
+    encoded.clear()
+    encode_dataset(tokenizer, dataset, path, torch.device("cpu"), latents_key(dataset, tokenizer))
+    assert len(encoded) == 5

@@ -29,8 +29,7 @@ def latents_key(dataset: EpisodeDataset, tokenizer: torch.nn.Module) -> dict[str
 
     Cached latents are reused only while both match; a grown dataset or a tokenizer that trained on changes them.
     """
-    episodes = [[shard.file, shard.episode, shard.length, shard.seed, shard.policy] for shard in dataset.shards]
-    data = hashlib.sha256(json.dumps([dataset.meta.to_json(), episodes], sort_keys=True).encode())
+    data = hashlib.sha256(json.dumps([dataset.meta.to_json(), episode_identities(dataset)], sort_keys=True).encode())
     weights = hashlib.sha256()
     for name, tensor in sorted(tokenizer.state_dict().items()):
         weights.update(name.encode())
@@ -48,13 +47,44 @@ def read_latents_key(path: str | Path) -> dict[str, str] | None:
     return json.loads(key) if key else None
 
 
+def episode_identities(dataset: EpisodeDataset) -> list:
+    """What tells one episode from another: its file, index, length, seed and policy (as in `latents_key`)."""
+    return [[shard.file, shard.episode, shard.length, shard.seed, shard.policy] for shard in dataset.shards]
+
+
+def _reusable_episodes(path: str | Path, key: dict[str, str], identities: list) -> dict[int, dict[str, torch.Tensor]]:
+    """Episodes of an earlier latents file at ``path`` that the same tokenizer encoded from the same episodes, by index.
+
+    A dataset that grew keeps its earlier episodes, so with a tokenizer that has not trained since (a frozen one,
+    `--freeze-tokenizer`) only the new episodes need encoding.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            old_key, old_identities = json.loads(meta.get("key", "null")), json.loads(meta.get("identities", "null"))
+            if not old_key or old_key.get("tokenizer") != key["tokenizer"] or not old_identities:
+                return {}
+            same = [i for i, identity in enumerate(old_identities) if i < len(identities) and identity == identities[i]]
+            return {i: {name: f.get_tensor(f"{i}.{name}") for name in KEYS} for i in same}
+    except Exception:  # a damaged file: encode everything again
+        return {}
+
+
 @torch.no_grad()
 def encode_dataset(tokenizer: torch.nn.Module, dataset: EpisodeDataset, out: str | Path, device: torch.device,
                    key: dict[str, str], chunk: int = 256) -> Path:
     """Write the latents of every episode of ``dataset`` to ``out`` (atomically), with ``key`` (see `latents_key`); returns ``out``."""
     tensors = {}
     tokenizer.eval()
+    identities = episode_identities(dataset)
+    reused = _reusable_episodes(out, key, identities)
     for i in tqdm(range(len(dataset)), desc="encode dataset"):
+        if i in reused:  # the same episode, encoded by the same tokenizer weights: copied, not encoded again
+            tensors.update({f"{i}.{name}": reused[i][name] for name in KEYS})
+            continue
         frames = dataset.read(i, "frames")
         z = torch.cat([tokenizer.encode(torch.from_numpy(frames[s : s + chunk]).to(device)).cpu() for s in range(0, len(frames), chunk)])
         tensors[f"{i}.latents"] = z.half()
@@ -64,7 +94,8 @@ def encode_dataset(tokenizer: torch.nn.Module, dataset: EpisodeDataset, out: str
     if tasks is not None:
         tensors["tasks"] = torch.from_numpy(tasks)
     out = Path(out)
-    metadata = {"data": str(dataset.root), "episodes": str(len(dataset)), "lengths": json.dumps(dataset.lengths.tolist()), "key": json.dumps(key)}
+    metadata = {"data": str(dataset.root), "episodes": str(len(dataset)), "lengths": json.dumps(dataset.lengths.tolist()), "key": json.dumps(key),
+                "identities": json.dumps(identities)}
     with atomic_write(out) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return out
