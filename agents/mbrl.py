@@ -81,8 +81,11 @@ class ModelBasedLoop:
         self.state_file = self.out / "loop.json"
         if self.state_file.is_file():
             self.state = json.loads(self.state_file.read_text())
-            if self.state["config"] != {k: v for k, v in json.loads(json.dumps(asdict(config))).items() if k != "device"}:
-                raise ValueError(f"{out} holds a loop with other settings ({self.state['config']}): resume with those, or choose another --out")
+            ours = {k: v for k, v in json.loads(json.dumps(asdict(config))).items() if k != "device"}
+            if {k: v for k, v in self.state["config"].items() if k != "real_steps"} != {k: v for k, v in ours.items() if k != "real_steps"}:
+                raise ValueError(f"{out} holds a loop with other settings ({self.state['config']}): resume with those (a larger "
+                                 "--real-steps continues it), or choose another --out")
+            self.state["config"]["real_steps"] = config.real_steps  # more real steps: more iterations of the same loop
         else:
             self.state = {"config": {k: v for k, v in asdict(config).items() if k != "device"}, "done": [], "curve": [], "wall_s": 0.0}
         self.data, self.world_model, self.agent = self.out / "data", self.out / "world_model", self.out / "agent"

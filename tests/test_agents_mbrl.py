@@ -49,6 +49,8 @@ def test_loop_killed_mid_run_resumes_from_its_last_finished_phase(tmp_path):
     assert (out / "curve.png").stat().st_size > 0 and (out / "agent" / "policy" / "policy.json").is_file()
     with pytest.raises(ValueError, match="holds a loop with other settings"):
         ModelBasedLoop(LoopConfig(**{**TINY, "horizon": 16}), out)
+    longer = ModelBasedLoop(LoopConfig(**{**TINY, "real_steps": 80}), out, progress=False).run()  # more real steps: one more iteration
+    assert [p["real_steps"] for p in longer] == [40, 60, 80] and EpisodeDataset(out / "data").episode_ids == [0, 1, 2, 3]
 
 
 def test_loop_continues_a_trained_model_on_a_copy_of_its_data_with_the_tokenizer_frozen(tmp_path):
