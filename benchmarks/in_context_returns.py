@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0],
+                        help="sample each agent's actions at these temperatures (1: its learned distribution)")
     parser.add_argument("--png", help="learning curves of the agents and of the source algorithm")
     parser.add_argument("--json-dir", help="write each agent's results JSON here")
     args = parser.parse_args(argv)
@@ -42,17 +44,18 @@ def main(argv: list[str] | None = None) -> None:
     split = args.tasks if args.task_every == 1 else f"{args.tasks}[::{args.task_every}]"
     print("| agent | model | tasks | last 10 of {} episodes, mean (% of optimal) | lowest task | per task |".format(args.episodes))
     print("| --- | --- | --- | --- | --- | --- |")
-    for name in args.agents:
-        agent = InContextAgent.load(name, seed=args.seed)
+    for name, temperature in [(name, t) for name in args.agents for t in args.temperatures]:
+        agent = InContextAgent.load(name, seed=args.seed, temperature=temperature)
         env_id = env_id or agent.env_id
         tasks = tasks or task_selection(env_id, args.tasks)[::args.task_every]  # the same tasks for every agent
         result = evaluate_in_context(agent, env_id, tasks=tasks, episodes=args.episodes, seed=args.seed, progress=False)
         if args.json_dir:
-            write_results(result, Path(args.json_dir) / f"{Path(name).name}.json")
+            write_results(result, Path(args.json_dir) / (f"{Path(name).name}.json" if temperature == 1 else f"{Path(name).name}-t{temperature:g}.json"))
         optimal = float(np.mean(result["optimal_return"]))
-        curves[f"{agent.config.model} ({Path(name).name}, in context)"] = result["mean_return_by_episode"]
+        at = "" if temperature == 1 else f", temperature {temperature:g}"
+        curves[f"{agent.config.model} ({Path(name).name}, in context{at})"] = result["mean_return_by_episode"]
         per_task = ", ".join(f"{f:.0%}" for f in result["fraction_of_optimal_last10"])
-        print(f"| {name} | {agent.config.model} | {len(result['tasks'])} {split} | {result['mean_fraction_of_optimal_last10']:.1%} "
+        print(f"| {name}{at} | {agent.config.model} | {len(result['tasks'])} {split} | {result['mean_fraction_of_optimal_last10']:.1%} "
               f"| {result['min_fraction_of_optimal_last10']:.1%} | {per_task} |")
     source = source_learning_curve(env_id, tasks=tasks, episodes=args.episodes, seed=args.seed)
     curves["source algorithm (learning from scratch)"] = source

@@ -292,6 +292,19 @@ def test_stored_latents_are_the_model_folding_each_run_from_its_start(tmp_path):
     torch.testing.assert_close(store.latents[run, 3], latents[0])
 
 
+def test_temperature_scales_the_sampled_distribution_and_must_be_positive():
+    discrete = build_model(TINY_AD, spaces.Discrete(2, start=0), spaces.Discrete(5)).head
+    logits = torch.tensor([[0.0, 1.0, 0.5, -1.0, 0.2]]).repeat(4000, 1)
+    generator = torch.Generator().manual_seed(0)
+    shares = [(discrete.sample(logits, generator, temperature=t) == 1).float().mean().item() for t in (2.0, 1.0, 0.25)]
+    assert shares[0] < shares[1] < shares[2] and shares[1] == pytest.approx(logits[0].softmax(-1)[1].item(), abs=0.03)
+    gaussian = build_model(TINY_CAD, spaces.Box(-1, 1, (3,), np.float32), spaces.Box(-1, 1, (2,), np.float32)).head
+    out = torch.zeros(4000, 4)  # mean 0, std 1
+    assert gaussian.sample(out, generator, temperature=0.5).std().item() == pytest.approx(0.5, abs=0.03)
+    with pytest.raises(ValueError, match="temperature=0 must be > 0"):
+        InContextAgent(build_model(TINY_AD, spaces.Discrete(2, start=0), spaces.Discrete(5)), temperature=0)
+
+
 def test_returns_benchmark_prints_a_row_per_agent_and_plots(tmp_path, capsys):
     import importlib.util
     from pathlib import Path
@@ -306,6 +319,9 @@ def test_returns_benchmark_prints_a_row_per_agent_and_plots(tmp_path, capsys):
     assert out.count(f"| {path} | ad | 8 test |") == 1 and "source algorithm" in out
     bench.main(["--agents", str(path), "--episodes", "2", "--task-every", "3"])
     assert f"| {path} | ad | 3 test[::3] |" in capsys.readouterr().out  # held-out goals 0, 3 and 6
+    bench.main(["--agents", str(path), "--episodes", "2", "--task-every", "4", "--temperatures", "0.5", "1"])
+    out = capsys.readouterr().out
+    assert f"| {path}, temperature 0.5 | ad | 2 test[::4] |" in out and f"| {path} | ad | 2 test[::4] |" in out
     assert (tmp_path / "curve.png").stat().st_size > 0 and json.loads((tmp_path / "json" / "a.json").read_text())["episodes"] == 2
 
 

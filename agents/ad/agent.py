@@ -53,10 +53,13 @@ def resolve_agent_dir(name_or_path: str | os.PathLike) -> Path:
 class InContextAgent:
     """Acts from its memory of everything since the last `reset`; see the module docstring."""
 
-    def __init__(self, model: ADModel | CompressedADModel, env_id: str | None = None, greedy: bool = False, seed: int | None = None):
+    def __init__(self, model: ADModel | CompressedADModel, env_id: str | None = None, greedy: bool = False, seed: int | None = None,
+                 temperature: float = 1.0):
+        if not temperature > 0:
+            raise ValueError(f"temperature={temperature} must be > 0 (1: sample the learned distribution; greedy=True: its most likely action)")
         self.model = model.eval()
         self.env_id = env_id
-        self.greedy = greedy
+        self.greedy, self.temperature = greedy, float(temperature)
         self.device = next(model.parameters()).device
         self.observation_space: spaces.Space = model.observation_space
         self.action_space: spaces.Space = model.action_space
@@ -82,7 +85,7 @@ class InContextAgent:
 
     @classmethod
     def load(cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu", greedy: bool = False,
-             seed: int | None = None) -> InContextAgent:
+             seed: int | None = None, temperature: float = 1.0) -> InContextAgent:
         """A bundled agent name (e.g. "darkroom-ad"), a training run directory, or a directory written by `save`."""
         from imaginegym.world_model import resolve_device
 
@@ -95,7 +98,7 @@ class InContextAgent:
             model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
         except RuntimeError as error:
             raise ValueError(f"{directory / WEIGHTS_FILE} does not fit the architecture in {CONFIG_FILE}: {str(error).splitlines()[0]}") from error
-        return cls(model.to(resolve_device(device)), env_id=data.get("env_id"), greedy=greedy, seed=seed)
+        return cls(model.to(resolve_device(device)), env_id=data.get("env_id"), greedy=greedy, seed=seed, temperature=temperature)
 
     def check_env(self, env) -> None:
         """Raise a ValueError unless ``env``'s spaces are the ones the agent was trained on."""
@@ -133,7 +136,7 @@ class InContextAgent:
         sequence = torch.cat([self.tokens, query], dim=1)
         out = self.model(sequence) if self.latents is None else self.model(self.latents, sequence)
         self._query = query
-        action = self.model.head.sample(out[:, -1], self.generator, self.greedy)
+        action = self.model.head.sample(out[:, -1], self.generator, self.greedy, self.temperature)
         if isinstance(self.action_space, spaces.Box):
             action = action.clamp(torch.as_tensor(self.action_space.low, device=self.device),
                                   torch.as_tensor(self.action_space.high, device=self.device))

@@ -43,6 +43,7 @@ def add_ad_parser(subparsers) -> None:
     evaluate.add_argument("--episodes", type=positive_int, default=50)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--greedy", action="store_true", help="take the most likely action instead of sampling")
+    evaluate.add_argument("--temperature", type=float, default=1.0, help="sample at this temperature (below 1: closer to greedy)")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--out", help="results JSON")
     evaluate.set_defaults(handler=run_eval)
@@ -72,7 +73,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from imaginegym.agents.ad.agent import InContextAgent
     from imaginegym.agents.ad.evaluate import evaluate_in_context, imagined_env_maker, write_results
 
-    agent = InContextAgent.load(args.agent, device=args.device, greedy=args.greedy, seed=args.seed)
+    agent = InContextAgent.load(args.agent, device=args.device, greedy=args.greedy, seed=args.seed, temperature=args.temperature)
     env_id, make_env = args.env or agent.env_id, None
     if env_id is None:
         raise ValueError(f"the agent {args.agent} does not name its env: give --env")

@@ -136,16 +136,19 @@ class ActionHead(nn.Module):
             return out.argmax(-1) == target.long()
         return ((out.chunk(2, -1)[0] - target).abs() < 0.1).all(-1)
 
-    def sample(self, out: torch.Tensor, generator: torch.Generator | None = None, greedy: bool = False) -> torch.Tensor:
+    def sample(self, out: torch.Tensor, generator: torch.Generator | None = None, greedy: bool = False,
+               temperature: float = 1.0) -> torch.Tensor:
+        """An action from the head's output: the most likely one (``greedy``), or a sample at ``temperature``
+        (the logits divided by it, or the Gaussian's std multiplied by it; 1: the learned distribution)."""
         if self.discrete:
             if greedy:
                 return out.argmax(-1)
-            return torch.multinomial(out.float().softmax(-1), 1, generator=generator).squeeze(-1)
+            return torch.multinomial((out.float() / temperature).softmax(-1), 1, generator=generator).squeeze(-1)
         mean, log_std = out.chunk(2, -1)
         if greedy:
             return mean
         noise = torch.randn(mean.shape, generator=generator, device=mean.device)
-        return mean + log_std.clamp(-5, 2).exp() * noise
+        return mean + temperature * log_std.clamp(-5, 2).exp() * noise
 
 
 def _layers(config: ModelConfig, count: int) -> nn.TransformerEncoder:
