@@ -11,7 +11,7 @@ BUNDLED = sorted(p.parent.name for p in PRETRAINED_DIR.glob("*/world_model.safet
 
 
 def test_the_default_the_fast_and_the_darkroom_model_are_bundled():
-    assert {"cartpole-swingup", "cartpole-swingup-fast", "darkroom"} <= set(BUNDLED)
+    assert {"cartpole-swingup", "cartpole-swingup-fast", "cartpole-swingup-loop", "darkroom"} <= set(BUNDLED)
 
 
 @pytest.mark.parametrize("name", BUNDLED)
