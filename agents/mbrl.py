@@ -116,8 +116,7 @@ class ModelBasedLoop:
         c = self.config
         dataset = EpisodeDataset(self.data)
         steps_per_episode = max(1, int(dataset.lengths.max()))
-        first = dataset.lengths[:self.initial_episodes()].sum() if c.init_data else c.initial_episodes * steps_per_episode
-        extra = max(0, c.real_steps - int(first))
+        extra = max(0, c.real_steps - int(dataset.lengths[:self.initial_episodes()].sum()))
         return 1 + math.ceil(extra / (c.episodes_per_iteration * steps_per_episode))
 
     # ------------------------------------------------------------------ phases
