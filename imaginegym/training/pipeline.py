@@ -254,11 +254,11 @@ def train_world_model(data: str, out: str, tokenizer: TokenizerConfig, tokenizer
             save_initial_checkpoint(out_dir / "tokenizer.pt", initial.tokenizer, {"tokenizer": asdict(tokenizer), **origin})
         if not (out_dir / "dynamics.pt").is_file():
             save_initial_checkpoint(out_dir / "dynamics.pt", initial.dynamics, {"dynamics": asdict(dynamics), **origin})
-    if context.enabled:
-        torch.distributed.barrier()  # every rank sees the checkpoints the main one wrote
     if tokenizer_optim is None and not (out_dir / "tokenizer.pt").is_file():
         raise FileNotFoundError(f"{out_dir / 'tokenizer.pt'} does not exist: train the tokenizer first (`imaginegym train tokenizer --out {out}`)"
                                 " or train both (`imaginegym train world-model`)")
+    if context.enabled:
+        torch.distributed.barrier()
     if tokenizer_optim is not None:
         train_tokenizer(data, out, tokenizer, tokenizer_optim, device, require_lpips=require_lpips)
     latents = out_dir / "latents.safetensors"
