@@ -1,19 +1,21 @@
-"""`imaginegym agent train` and `imaginegym agent eval`: flags generated from `AgentConfig`."""
+"""`imaginegym agent train|eval|mbrl|distill`: flags generated from the dataclasses of their settings."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from imaginegym.training.flags import add_dataclass_flags, dataclass_from_flags, positive_int
 
 
 def add_agent_parser(subparsers) -> None:
+    from imaginegym.agents.imitation import DistillConfig
     from imaginegym.agents.mbrl import LoopConfig
     from imaginegym.agents.sb3.config import AgentConfig
 
     parser = subparsers.add_parser("agent", help="train and evaluate SB3 agents in real or imagined envs")
-    actions = parser.add_subparsers(dest="stage", required=True, metavar="{train,eval,mbrl}")
+    actions = parser.add_subparsers(dest="stage", required=True, metavar="{train,eval,mbrl,distill}")
     train = actions.add_parser("train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                help="train PPO or SAC in imagined:MODEL or real:MODEL (resumes from OUT)",
                                description="Train PPO or SAC in a world model's imagined env or in its real env, with the same "
@@ -30,6 +32,7 @@ def add_agent_parser(subparsers) -> None:
     evaluate.add_argument("--episodes", type=positive_int, default=10)
     evaluate.add_argument("--seed", type=int, default=0, help="real episode i resets with seed SEED + i")
     evaluate.add_argument("--no-imagined", action="store_true", help="skip the imagined twin")
+    evaluate.add_argument("--imagined-model", help="imagine with this world model instead of the policy's (same tokenizer weights)")
     evaluate.add_argument("--out", help="results JSON (default: POLICY/eval.json); the GIF goes beside it")
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(handler=run_agent_eval)
@@ -41,6 +44,15 @@ def add_agent_parser(subparsers) -> None:
     loop.add_argument("--out", required=True, help="run directory")
     add_dataclass_flags(loop, LoopConfig)
     loop.set_defaults(handler=run_agent_mbrl)
+    distill = actions.add_parser("distill", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                 help="DAgger: a scripted expert that reads the simulator state, distilled into a latent policy",
+                                 description="Distil a scripted expert (it reads the simulator's state) into a policy on a world "
+                                 "model's observations, by DAgger in the real env. Writes OUT/policy (the best student, an SB3 PPO "
+                                 "policy): `imaginegym agent eval --policy OUT/policy` then measures the world model in closed loop "
+                                 "where a competent policy goes. Resumes from OUT.")
+    distill.add_argument("--out", required=True, help="run directory")
+    add_dataclass_flags(distill, DistillConfig)
+    distill.set_defaults(handler=run_agent_distill)
 
 
 def run_agent_train(args: argparse.Namespace) -> int:
@@ -59,7 +71,8 @@ def run_agent_eval(args: argparse.Namespace) -> int:
 
     policy = AgentPolicy.load(args.policy, device="cpu")
     out = Path(args.out) if args.out else resolve_policy_dir(args.policy) / "eval.json"
-    result = evaluate_policy(policy, args.episodes, args.seed, imagined=not args.no_imagined, gif=out.with_suffix(".gif"), device=args.device)
+    result = evaluate_policy(policy, args.episodes, args.seed, imagined=not args.no_imagined, gif=out.with_suffix(".gif"), device=args.device,
+                             imagined_model=args.imagined_model)
     save_evaluation(result, out, policy=str(args.policy), seed=args.seed)
     summary = result.summary()
     line = f"real return {summary['real_mean']:.1f} ± {summary['real_std']:.1f} over {summary['episodes']} episodes"
@@ -77,4 +90,15 @@ def run_agent_mbrl(args: argparse.Namespace) -> int:
     last = curve[-1]
     print(f"{last['real_steps']} real steps: return {last['eval_return_mean']:.1f} ± {last['eval_return_std']:.1f}; "
           f"curve in {Path(args.out) / 'curve.png'} and {Path(args.out) / 'loop.json'}")
+    return 0
+
+
+def run_agent_distill(args: argparse.Namespace) -> int:
+    from imaginegym.agents.imitation import STATE_FILE, DistillConfig, distill_expert
+
+    distill_expert(dataclass_from_flags(DistillConfig, args), args.out)
+    runs = json.loads((Path(args.out) / STATE_FILE).read_text())["iterations"]
+    best = max((r for r in runs if r["expert_share"] == 0), key=lambda r: r["return_mean"])
+    print(f"the expert scored {runs[0]['return_mean']:.1f} (with noise); the best student {best['return_mean']:.1f} ± {best['return_std']:.1f} "
+          f"(iteration {best['iteration']}): {Path(args.out) / 'policy'}")
     return 0

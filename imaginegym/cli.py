@@ -61,9 +61,10 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
         help="episodes in the finished dataset (default: %(default)s)",
     )
     parser.add_argument(
-        "--policy", choices=sorted(POLICIES), default="random",
+        "--policy", default="random", metavar="{" + ",".join(sorted(POLICIES)) + ",DIR}",
         help="random: uniform actions; ou: Ornstein-Uhlenbeck (time-correlated) noise; swingup-expert: a scripted "
-        "cartpole swing-up (~800 return) that reads the simulator state, for data that covers competent play "
+        "cartpole swing-up (~800 return) that reads the simulator state, for data that covers competent play; "
+        "DIR: a trained agent's policy directory (holding policy.json, e.g. runs/NAME/policy), its actions sampled "
         "(default: %(default)s)",
     )
     parser.add_argument(
@@ -94,6 +95,22 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_collect)
 
 
+def collection_policy(name_or_dir: str):
+    """A policy name of `POLICIES`, or a saved agent's policy directory as a `PolicySource`."""
+    from pathlib import Path
+
+    from imaginegym.data.policies import POLICIES
+
+    if name_or_dir in POLICIES:
+        return name_or_dir
+    if not (Path(name_or_dir) / "policy.json").is_file():
+        raise ValueError(f"--policy {name_or_dir}: use one of {', '.join(sorted(POLICIES))} or a directory holding a trained "
+                         "agent's policy.json (e.g. runs/NAME/policy)")
+    from imaginegym.agents.sb3.policy import PolicyFile
+
+    return PolicyFile(str(Path(name_or_dir).resolve()))
+
+
 def run_collect(args: argparse.Namespace) -> int:
     from imaginegym.data.collect import DMC_ENV_ID, TIERS, CollectConfig, collect
 
@@ -103,7 +120,7 @@ def run_collect(args: argparse.Namespace) -> int:
     config = CollectConfig(
         env_id=args.env,
         task=task,
-        policy=args.policy,
+        policy=collection_policy(args.policy),
         seed=args.seed,
         size=args.size,
         action_repeat=args.action_repeat,

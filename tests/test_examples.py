@@ -155,3 +155,11 @@ def test_latent_state_probe_prints_r2_per_state_variable(tiny_world_model_path):
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith(f"| {tiny_world_model_path}")]
     assert [row.split("|")[2].strip() for row in rows] == ["ridge", "MLP"] and len(rows[0].split("|")) == 9
+
+
+def test_closed_loop_fidelity(tiny_world_model_path, tmp_path):
+    out = run_example("closed_loop_fidelity.py", "--world-model", tiny_world_model_path, "--imagined-models", tiny_world_model_path,
+                      "--iterations", "3", "--episodes", "1", "--epochs", "1", "--eval-episodes", "1", "--out", str(tmp_path / "run"))
+    assert out.count("the student's real return") == 2 and "gap" in out
+    assert (tmp_path / "run" / "distill" / "policy" / "policy.json").is_file() and (tmp_path / "run" / "eval_1.json").is_file()
+    assert iio.imread(tmp_path / "run" / "eval.gif").shape[-2] == 32

@@ -80,11 +80,18 @@ def run_imagined(policy: AgentPolicy, env, first_frame: np.ndarray, steps: int, 
 
 
 def evaluate_policy(policy: AgentPolicy, episodes: int = 10, seed: int = 0, imagined: bool = True, gif: str | os.PathLike | None = None,
-                    device: str = "auto", progress: bool = True) -> Evaluation:
-    """Mean, std and per-episode returns of ``policy`` in the real env and (``imagined``) in its imagined twin."""
+                    device: str = "auto", progress: bool = True, imagined_model: str | os.PathLike | None = None) -> Evaluation:
+    """Mean, std and per-episode returns of ``policy`` in the real env and (``imagined``) in its imagined twin.
+
+    ``imagined_model``: imagine with another world model than the policy's (e.g. a retrained one); it must
+    share the policy's observations, i.e. for latent observations the same tokenizer weights.
+    """
     check_count("episodes", episodes)
     real_env = policy.real_env(device)
-    imagined_env = policy.imagined_env(device=device) if imagined else None
+    imagined_env = None
+    if imagined:
+        other = None if imagined_model is None else same_observations(policy, imagined_model, device)
+        imagined_env = policy.imagined_env(other, device=device)
     result = Evaluation([], [], [])
     real_frames, imagined_frames = ([], []) if gif else (None, None)
     for i in tqdm(range(episodes), desc="evaluate", unit="episode", disable=not progress):
@@ -98,6 +105,21 @@ def evaluate_policy(policy: AgentPolicy, episodes: int = 10, seed: int = 0, imag
     if gif:
         write_side_by_side(gif, real_frames, imagined_frames)
     return result
+
+
+def same_observations(policy: AgentPolicy, world_model: str | os.PathLike, device: str = "auto"):
+    """``world_model`` loaded, after checking that the policy observes its imagination as it was trained to."""
+    from imaginegym.imagination import load_world_model
+    from imaginegym.training.latents import tokenizer_digest
+
+    model, own = load_world_model(world_model, device), load_world_model(policy.config.world_model, "cpu")
+    if policy.config.obs_mode == "latent" and tokenizer_digest(model.tokenizer) != tokenizer_digest(own.tokenizer):
+        raise ValueError(f"{world_model} has other tokenizer weights than the policy's world model {policy.config.world_model}: "
+                         "its latents mean something else to this policy; imagine with a model that continued the policy's "
+                         "(`imaginegym train world-model --init-from ... --freeze-tokenizer`)")
+    if model.env_spec.observation_space != own.env_spec.observation_space or model.env_spec.action_space != own.env_spec.action_space:
+        raise ValueError(f"{world_model} imagines another env than the policy's world model {policy.config.world_model}")
+    return model
 
 
 def write_side_by_side(path: str | os.PathLike, real: list[np.ndarray], imagined: list[np.ndarray] | None, every: int = 2) -> Path:

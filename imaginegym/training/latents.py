@@ -30,11 +30,16 @@ def latents_key(dataset: EpisodeDataset, tokenizer: torch.nn.Module) -> dict[str
     Cached latents are reused only while both match; a grown dataset or a tokenizer that trained on changes them.
     """
     data = hashlib.sha256(json.dumps([dataset.meta.to_json(), episode_identities(dataset)], sort_keys=True).encode())
+    return {"dataset": data.hexdigest(), "tokenizer": tokenizer_digest(tokenizer)}
+
+
+def tokenizer_digest(tokenizer: torch.nn.Module) -> str:
+    """A SHA-256 of a tokenizer's weights: equal digests, equal latents."""
     weights = hashlib.sha256()
     for name, tensor in sorted(tokenizer.state_dict().items()):
         weights.update(name.encode())
         weights.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return {"dataset": data.hexdigest(), "tokenizer": weights.hexdigest()}
+    return weights.hexdigest()
 
 
 def read_latents_key(path: str | Path) -> dict[str, str] | None:
