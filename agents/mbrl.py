@@ -51,6 +51,7 @@ class LoopConfig:
     tokenizer_steps_per_iteration: int = 500  # more tokenizer updates after each collection
     dynamics_steps_first: int = 8000  # dynamics updates on the first data
     dynamics_steps_per_iteration: int = 2000  # more dynamics updates after each collection
+    dynamics_rollout_length: int = 8  # imagined frames of each rollout-training window (the model learns from its own imagination)
     agent_steps_per_iteration: int = 150_000  # imagined env steps of PPO per iteration
     horizon: int = 32  # imagined episode length, from real contexts of the data
     num_envs: int = 32  # imagined envs stepped together
@@ -65,7 +66,7 @@ class LoopConfig:
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise ValueError(f"max_episode_steps={self.max_episode_steps} must be >= 1 (or None: the task's own limit)")
         for name in ("size", "real_steps", "initial_episodes", "episodes_per_iteration", "tokenizer_steps_first", "dynamics_steps_first",
-                     "agent_steps_per_iteration", "horizon", "num_envs", "eval_episodes", "workers"):
+                     "agent_steps_per_iteration", "horizon", "num_envs", "eval_episodes", "workers", "dynamics_rollout_length"):
             check_count(name, getattr(self, name))
         for name in ("tokenizer_steps_per_iteration", "dynamics_steps_per_iteration"):
             if getattr(self, name) < 0:
@@ -147,7 +148,7 @@ class ModelBasedLoop:
         train_world_model(
             str(self.data), str(self.world_model), tokenizer, tokenizer_optim, dynamics,
             OptimConfig(steps=dynamics_steps, batch_size=64, lr=5e-4 if c.init_model else 1e-3, warmup_steps=200, seed=c.seed), shortcut,
-            replace(lengths, rollout_start=0 if c.init_model else c.dynamics_steps_first // 2), c.device, init_from=c.init_model,
+            replace(lengths, rollout_start=0 if c.init_model else c.dynamics_steps_first // 2, rollout_length=c.dynamics_rollout_length), c.device, init_from=c.init_model,
         )
 
     def agent_config(self, iteration: int) -> AgentConfig:

@@ -61,8 +61,12 @@ def test_loop_continues_a_trained_model_on_a_copy_of_its_data_with_the_tokenizer
     first = tmp_path / "first"
     ModelBasedLoop(LoopConfig(**{**TINY, "real_steps": 40}), first, progress=False).run()  # iteration 0 only: OU data, a model
     out = tmp_path / "continued"
-    config = LoopConfig(**{**TINY, "init_data": str(first / "data"), "init_model": str(first / "world_model"), "dynamics_steps_first": 2})
+    config = LoopConfig(**{**TINY, "init_data": str(first / "data"), "init_model": str(first / "world_model"), "dynamics_steps_first": 2,
+                           "dynamics_rollout_length": 3})
     curve = ModelBasedLoop(config, out, progress=False).run()
+    from imaginegym.training.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / "world_model" / "dynamics.pt")[1]["lengths"]["rollout_length"] == 3
     dataset = EpisodeDataset(out / "data")
     assert dataset.episode_ids == [0, 1, 2] and [s.policy for s in dataset.shards][:2] == ["ou", "ou"]  # the copy, then its own
     assert dataset.shards[2].policy == f"agent:{out / 'policies' / 'iteration_001'}"
