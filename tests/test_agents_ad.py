@@ -337,12 +337,14 @@ def test_bundled_agent_learns_held_out_goals_in_context(name, floor):
     assert result["mean_fraction_of_optimal_last10"] >= floor
 
 
-def test_bundled_darkkeytodoor_agent_finds_key_and_door_of_held_out_pairs_in_context():
+@pytest.mark.parametrize("name,floor", [("darkkeytodoor-ad", 1.3), ("darkkeytodoor-compressed-ad", 1.1)])
+def test_bundled_darkkeytodoor_agents_find_key_and_door_of_held_out_pairs_in_context(name, floor):
     from imaginegym.agents.ad import evaluate_in_context
     from imaginegym.envs.darkroom import test_tasks
 
-    agent = InContextAgent.load("darkkeytodoor-ad", seed=0)
+    agent = InContextAgent.load(name, seed=0)
     tasks = test_tasks("DarkKeyToDoor")[:40:5]  # 8 held-out key-door pairs
     returns = np.array(evaluate_in_context(agent, "imaginegym/DarkKeyToDoor-v0", tasks=tasks, episodes=12, progress=False)["returns"])
-    # measured: 0.38 in the first episode, 1.72 of 2 over episodes 9-12 (docs/benchmarks.md: 1.69 over 50 episodes, 33 pairs)
-    assert returns[:, 0].mean() < 1.0 and returns[:, -4:].mean() >= 1.3
+    # measured, first episode / episodes 9-12 (of 2): AD 0.38 / 1.72, Compressed AD 0.38 / 1.41
+    # (docs/benchmarks.md, 50 episodes on 33 pairs: 1.69 and 1.15)
+    assert returns[:, 0].mean() < 1.0 and returns[:, -4:].mean() >= floor
