@@ -101,14 +101,14 @@ def _fit(config: DistillConfig, policy_config, observations: np.ndarray, labels:
         policy.log_std.fill_(float(np.log(config.policy_std)))
     params = [p for name, p in policy.named_parameters() if not name.startswith(("value_net", "mlp_extractor.value_net", "log_std"))]
     optimizer = torch.optim.Adam(params, lr=config.lr)
-    x, y = torch.from_numpy(observations), torch.from_numpy(labels)
+    x, y = torch.from_numpy(observations), torch.from_numpy(labels)  # observations in their own dtype (uint8 frames stay small)
     generator = torch.Generator().manual_seed(seed)
     policy.train()
     for _ in range(config.epochs):
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), config.batch_size):
             batch = order[start : start + config.batch_size]
-            loss = (_actor_mean(policy, x[batch]) - y[batch]).pow(2).mean()
+            loss = (_actor_mean(policy, x[batch].float()) - y[batch]).pow(2).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -154,7 +154,7 @@ def distill_expert(config: DistillConfig, out: str | os.PathLike, progress: bool
         raise ValueError(f"the student regresses continuous actions; {config.world_model}'s env acts in {env.action_space}")
     policy_config = _policy_config(config, env)
     expert = POLICIES[config.expert](env.action_space, config.seed, 0.0, 0.0)  # noiseless labels
-    observations = np.zeros((0, *env.observation_space.shape), np.float32)
+    observations = np.zeros((0, *env.observation_space.shape), env.observation_space.dtype)
     labels = np.zeros((0, *env.action_space.shape), np.float32)
     done_iterations = len(state["iterations"])
     if done_iterations:
@@ -174,7 +174,7 @@ def distill_expert(config: DistillConfig, out: str | os.PathLike, progress: bool
                 total, finished = 0.0, False
                 while not finished:
                     label = expert(None, info["state"])
-                    new_obs.append(obs.astype(np.float32)), new_labels.append(label.astype(np.float32))
+                    new_obs.append(np.asarray(obs, env.observation_space.dtype)), new_labels.append(label.astype(np.float32))
                     if student is None or rng.random() < share:
                         action = label + (config.expert_noise * rng.standard_normal(label.shape) if iteration == 0 else 0.0)
                     else:
