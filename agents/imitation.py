@@ -23,7 +23,6 @@ atomically after every iteration; a rerun continues from the last finished one.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -161,7 +160,7 @@ def distill_expert(config: DistillConfig, out: str | os.PathLike, progress: bool
         with np.load(out / LABELS_FILE) as saved:
             observations, labels = saved["observations"], saved["labels"]
     student = _fit(config, policy_config, observations, labels, config.seed * 1000 + done_iterations) if done_iterations else None
-    best = (max((r["return_mean"] for r in state["iterations"] if r["expert_share"] == 0), default=-np.inf), None)
+    best = max((r["return_mean"] for r in state["iterations"] if r["expert_share"] == 0), default=-np.inf)
     writer = SummaryWriter(str(out / "tensorboard"))
     low, high = env.action_space.low, env.action_space.high
     try:
@@ -183,9 +182,9 @@ def distill_expert(config: DistillConfig, out: str | os.PathLike, progress: bool
                     obs, reward, terminated, truncated, info = env.step(np.clip(action, low, high).astype(np.float32))
                     total, finished = total + float(reward), terminated or truncated
                 returns.append(total)
-            if share == 0 and np.mean(returns) > best[0]:
-                best = (float(np.mean(returns)), copy.deepcopy(student))
-                AgentPolicy(policy_config, best[1]).save(out / "policy")
+            if share == 0 and np.mean(returns) > best:  # the student that acted in this iteration; the next one is refitted
+                best = float(np.mean(returns))
+                AgentPolicy(policy_config, student).save(out / "policy")
             observations, labels = np.concatenate([observations, np.stack(new_obs)]), np.concatenate([labels, np.stack(new_labels)])
             with atomic_write(out / LABELS_FILE) as tmp:
                 with open(tmp, "wb") as f:
