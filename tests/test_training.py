@@ -20,6 +20,7 @@ from imaginegym.training import tokenizer_trainer
 from imaginegym.training.checkpoint import load_checkpoint, save_checkpoint
 from imaginegym.training.loop import OptimConfig
 from imaginegym.training.pipeline import load_tokenizer
+from imaginegym.imagination import ImaginationEnv
 from imaginegym.world_model import WorldModel
 
 TINY_FLAGS = [
@@ -360,6 +361,26 @@ def test_init_from_starts_at_the_models_weights_and_freeze_tokenizer_keeps_its_l
     random_start = WorldModel.load(fresh).dynamics.state_dict()
     assert any(not torch.allclose(random_start[n], base_dynamics[n], atol=1e-3) for n in base_dynamics if base_dynamics[n].is_floating_point())
     assert load_checkpoint(second / "dynamics.pt")[0]["step"] == 1
+
+
+def test_init_from_with_a_longer_context_keeps_the_weights_and_attends_further(tiny_dataset, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(first),
+                 "--tokenizer-steps", "4", "--dynamics-steps", "4", *TINY_FLAGS]) == 0
+    with pytest.raises(SystemExit):
+        main(["train", "world-model", "--data", tiny_dataset, "--out", str(tmp_path / "x"), "--context-length", "6", *TINY_FLAGS])
+    assert "--context-length 6 changes the context of --init-from MODEL: give --init-from too" in capsys.readouterr().err
+    longer = tmp_path / "longer"
+    assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(longer), "--init-from", str(first), "--context-length", "6",
+                 "--freeze-tokenizer", "--dynamics-steps", "1", "--dynamics-lr", "1e-9", "--dynamics-warmup-steps", "1", *TINY_FLAGS]) == 0
+    base, continued = WorldModel.load(first), WorldModel.load(longer)
+    assert base.dynamics_config.context_length == 4 and continued.dynamics_config.context_length == 6
+    base_dynamics = base.dynamics.state_dict()
+    for name, tensor in continued.dynamics.state_dict().items():
+        torch.testing.assert_close(tensor, base_dynamics[name], atol=1e-5, rtol=0, msg=name)
+    env = ImaginationEnv(continued, context_length=5)  # 5 past frames: more than the first model could attend to
+    env.reset(seed=0)
+    assert env.step(env.action_space.sample())[0].shape == env.observation_space.shape
 
 
 def test_a_grown_dataset_encodes_only_its_new_episodes_while_the_tokenizer_is_unchanged(tiny_dataset, tmp_path):

@@ -49,6 +49,9 @@ def add_train_parser(subparsers) -> None:
                     "architecture flags; the step, batch and learning-rate flags apply to the new run")
     wm.add_argument("--freeze-tokenizer", action="store_true", help="with --init-from: keep its tokenizer as it is (no tokenizer "
                     "steps), so its latents, and policies that observe them, keep their meaning")
+    wm.add_argument("--context-length", type=positive_int, metavar="FRAMES", help="with --init-from: the frames its dynamics "
+                    "attends to instead of its own (no weight depends on it: positions are rotary), so the continued run lengthens "
+                    "the model's memory")
     _tokenizer_flags(wm)
     _dynamics_flags(wm)
     tok = stages.add_parser("tokenizer", parents=[common], help="train only the tokenizer")
@@ -87,6 +90,9 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         tokenizer = dataclass_from_flags(TokenizerConfig, args, "tokenizer")
         require_lpips = args.require_lpips
+        if args.context_length is not None and not args.init_from:
+            raise ValueError(f"--context-length {args.context_length} changes the context of --init-from MODEL: give --init-from too "
+                             f"(or set a new model's context with --dynamics-context-length {args.context_length})")
         if args.freeze_tokenizer and not args.init_from:
             raise ValueError("--freeze-tokenizer keeps the tokenizer of --init-from MODEL: give --init-from too "
                              "(or train only the dynamics on OUT's tokenizer: `imaginegym train dynamics`)")
@@ -96,6 +102,7 @@ def run_train(args: argparse.Namespace) -> int:
         dataclass_from_flags(DynamicsConfig, args, "dynamics"), dataclass_from_flags(OptimConfig, args, "dynamics"),
         dataclass_from_flags(ShortcutConfig, args, "dynamics"), dataclass_from_flags(BatchLengths, args, "dynamics"),
         args.device, require_lpips, args.restart, init_from=getattr(args, "init_from", None),
+        context_length=getattr(args, "context_length", None),
     )
     print(f"world model: {path}")
     return 0

@@ -216,7 +216,8 @@ def export_world_model(out: Path, data: str | Path, tokenizer: TokenizerConfig, 
 
 def train_world_model(data: str, out: str, tokenizer: TokenizerConfig, tokenizer_optim: OptimConfig | None, dynamics: DynamicsConfig,
                       dynamics_optim: OptimConfig, shortcut: ShortcutConfig = ShortcutConfig(), lengths: BatchLengths = BatchLengths(),
-                      device: str = "auto", require_lpips: bool = False, restart: bool = False, init_from: str | Path | None = None) -> Path:
+                      device: str = "auto", require_lpips: bool = False, restart: bool = False, init_from: str | Path | None = None,
+                      context_length: int | None = None) -> Path:
     """Tokenizer (skipped when ``tokenizer_optim`` is None: OUT has one), latents, dynamics, export.
 
     Every setting is checked against the dataset first (`check_run`), and OUT must hold no run on another
@@ -229,6 +230,9 @@ def train_world_model(data: str, out: str, tokenizer: TokenizerConfig, tokenizer
             architecture is the model's), and a new run in OUT starts from its weights (`save_initial_checkpoint`).
             With ``tokenizer_optim`` None its tokenizer stays as it is, so its latents keep their meaning (a policy
             that observes them runs unchanged in the new model).
+        context_length: with ``init_from``, the frames its dynamics attends to instead of its own. No weight
+            depends on it (positions are rotary), so a continued run can lengthen the model's memory, e.g. to
+            cover the cart of DMC cartpole leaving the view for ~20 frames in a swing-up.
     """
     out_dir = Path(out)
     dev = training_device(device)
@@ -242,8 +246,13 @@ def train_world_model(data: str, out: str, tokenizer: TokenizerConfig, tokenizer
                              f"actions {initial.action_space}), but --data {data} holds {dataset.task or dataset.env_id} episodes "
                              f"({dataset.observation_space}, actions {dataset.action_space}): start from a model of the same env")
         tokenizer, dynamics = initial.tokenizer_config, initial.dynamics_config
+        if context_length is not None:
+            dynamics = replace(dynamics, context_length=context_length)
+    elif context_length is not None:
+        raise ValueError(f"context_length={context_length} changes the context of the model given by init_from, but none was given: "
+                         "set the new model's context with its dynamics config (--dynamics-context-length)")
     dynamics = check_run(dataset, tokenizer, dynamics, lengths)
-    if initial is not None and initial.dynamics_config != dynamics:
+    if initial is not None and replace(initial.dynamics_config, context_length=dynamics.context_length) != dynamics:
         raise ValueError(f"init_from={init_from}: its dynamics ({initial.dynamics_config}) does not fit --data {data} ({dynamics})")
     context = init_distributed(dev)
     if context.is_main:
