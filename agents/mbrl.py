@@ -52,6 +52,8 @@ class LoopConfig:
     dynamics_steps_first: int = 8000  # dynamics updates on the first data
     dynamics_steps_per_iteration: int = 2000  # more dynamics updates after each collection
     dynamics_rollout_length: int = 8  # imagined frames of each rollout-training window (the model learns from its own imagination)
+    dynamics_recent_fraction: float = 0.0  # share of each model-update batch from the last iteration's episodes (0: uniform over all data)
+    dynamics_context_length: int | None = None  # with init_model: frames its dynamics attends to instead of its own (None: its own)
     agent_steps_per_iteration: int = 150_000  # imagined env steps of PPO per iteration
     horizon: int = 32  # imagined episode length, from real contexts of the data
     num_envs: int = 32  # imagined envs stepped together
@@ -63,6 +65,11 @@ class LoopConfig:
     init_model: str | None = None  # continue this world model (bundled name or path) with its tokenizer frozen, instead of training one; dynamics_steps_first are its first steps here
 
     def __post_init__(self):
+        if not 0 <= self.dynamics_recent_fraction <= 1:
+            raise ValueError(f"dynamics_recent_fraction={self.dynamics_recent_fraction} must lie in [0, 1] (0: uniform over all data)")
+        if self.dynamics_context_length is not None and (self.init_model is None or self.dynamics_context_length < 2):
+            raise ValueError(f"dynamics_context_length={self.dynamics_context_length} lengthens the context of init_model: give init_model "
+                             "too, and a context of >= 2 frames")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise ValueError(f"max_episode_steps={self.max_episode_steps} must be >= 1 (or None: the task's own limit)")
         for name in ("size", "real_steps", "initial_episodes", "episodes_per_iteration", "tokenizer_steps_first", "dynamics_steps_first",
@@ -82,6 +89,8 @@ class ModelBasedLoop:
         self.state_file = self.out / "loop.json"
         if self.state_file.is_file():
             self.state = json.loads(self.state_file.read_text())
+            # a loop saved before a field existed ran with that field's default
+            self.state["config"] = {**{k: v for k, v in asdict(LoopConfig()).items() if k != "device"}, **self.state["config"]}
             ours = {k: v for k, v in json.loads(json.dumps(asdict(config))).items() if k != "device"}
             if {k: v for k, v in self.state["config"].items() if k != "real_steps"} != {k: v for k, v in ours.items() if k != "real_steps"}:
                 raise ValueError(f"{out} holds a loop with other settings ({self.state['config']}): resume with those (a larger "
@@ -148,7 +157,10 @@ class ModelBasedLoop:
         train_world_model(
             str(self.data), str(self.world_model), tokenizer, tokenizer_optim, dynamics,
             OptimConfig(steps=dynamics_steps, batch_size=64, lr=5e-4 if c.init_model else 1e-3, warmup_steps=200, seed=c.seed), shortcut,
-            replace(lengths, rollout_start=0 if c.init_model else c.dynamics_steps_first // 2, rollout_length=c.dynamics_rollout_length), c.device, init_from=c.init_model,
+            replace(lengths, rollout_start=0 if c.init_model else c.dynamics_steps_first // 2, rollout_length=c.dynamics_rollout_length,
+                    recent_episodes=c.episodes_per_iteration if c.dynamics_recent_fraction and iteration else 0,
+                    recent_fraction=c.dynamics_recent_fraction),
+            c.device, init_from=c.init_model, context_length=c.dynamics_context_length,
         )
 
     def agent_config(self, iteration: int) -> AgentConfig:

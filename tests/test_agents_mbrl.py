@@ -49,6 +49,9 @@ def test_loop_killed_mid_run_resumes_from_its_last_finished_phase(tmp_path):
     assert (out / "curve.png").stat().st_size > 0 and (out / "agent" / "policy" / "policy.json").is_file()
     with pytest.raises(ValueError, match="holds a loop with other settings"):
         ModelBasedLoop(LoopConfig(**{**TINY, "horizon": 16}), out)
+    saved = json.loads((out / "loop.json").read_text())  # as a loop saved before these fields existed
+    del saved["config"]["dynamics_recent_fraction"], saved["config"]["dynamics_context_length"]
+    (out / "loop.json").write_text(json.dumps(saved))
     longer = ModelBasedLoop(LoopConfig(**{**TINY, "real_steps": 80}), out, progress=False).run()  # more real steps: one more iteration
     assert [p["real_steps"] for p in longer] == [40, 60, 80] and EpisodeDataset(out / "data").episode_ids == [0, 1, 2, 3]
 
@@ -62,11 +65,15 @@ def test_loop_continues_a_trained_model_on_a_copy_of_its_data_with_the_tokenizer
     ModelBasedLoop(LoopConfig(**{**TINY, "real_steps": 40}), first, progress=False).run()  # iteration 0 only: OU data, a model
     out = tmp_path / "continued"
     config = LoopConfig(**{**TINY, "init_data": str(first / "data"), "init_model": str(first / "world_model"), "dynamics_steps_first": 2,
-                           "dynamics_rollout_length": 3})
+                           "dynamics_rollout_length": 3, "dynamics_recent_fraction": 0.5, "dynamics_context_length": 10})
     curve = ModelBasedLoop(config, out, progress=False).run()
     from imaginegym.training.checkpoint import load_checkpoint
 
-    assert load_checkpoint(out / "world_model" / "dynamics.pt")[1]["lengths"]["rollout_length"] == 3
+    saved = load_checkpoint(out / "world_model" / "dynamics.pt")[1]
+    assert saved["lengths"]["rollout_length"] == 3 and saved["dynamics"]["context_length"] == 10
+    assert saved["lengths"]["recent_episodes"] == 1 and saved["lengths"]["recent_fraction"] == 0.5  # iteration 1: its one new episode
+    with pytest.raises(ValueError, match="dynamics_context_length=10 lengthens the context of init_model"):
+        LoopConfig(**{**TINY, "dynamics_context_length": 10})
     dataset = EpisodeDataset(out / "data")
     assert dataset.episode_ids == [0, 1, 2] and [s.policy for s in dataset.shards][:2] == ["ou", "ou"]  # the copy, then its own
     assert dataset.shards[2].policy == f"agent:{out / 'policies' / 'iteration_001'}"

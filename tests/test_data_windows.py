@@ -161,3 +161,21 @@ def test_any_episode_source_and_frames_key(dataset_dir):
     item = ds[(1, 0, 3)]
     assert item["frames"].tolist() == [[10, 10], [11, 11], [12, 12]]
     assert item["actions"][:, 0].tolist() == [0, 1, 2]
+
+
+def test_sample_windows_draws_the_recent_share_from_the_newest_episodes(dataset_dir):
+    from imaginegym.training.dynamics_trainer import BatchLengths, sample_windows
+
+    windows = WindowDataset(dataset_dir, seq_len=4)
+    generator = torch.Generator().manual_seed(0)
+    episode_of = lambda batch: (batch["latents"][:, 0, 0, 0, 0] // 10).tolist()  # noqa: E731  (frame ids 10 * episode + t)
+    uniform = [e for _ in range(20) for e in episode_of(sample_windows(windows, 40, 4, generator))]
+    recent = [e for _ in range(20) for e in episode_of(sample_windows(windows, 40, 4, generator, recent_episodes=1, recent_fraction=0.5))]
+    # episode 2 holds 2 of the 13 windows of 4 frames: ~15% uniformly, 50% + 15% of the rest with half of each batch reserved
+    assert 0.08 < uniform.count(2) / len(uniform) < 0.24
+    assert 0.52 < recent.count(2) / len(recent) < 0.66
+    assert {0, 1} <= set(recent)  # the other half still covers everything
+    # no window of 6 frames fits in episode 2 (5 frames): every window then comes from the others
+    assert set(episode_of(sample_windows(windows, 40, 6, generator, recent_episodes=1, recent_fraction=0.5))) <= {0, 1}
+    with pytest.raises(ValueError, match="recent_fraction=1.5 must lie in"):
+        BatchLengths(recent_episodes=4, recent_fraction=1.5)

@@ -33,6 +33,8 @@ class BatchLengths:
     rollout_length: int = 8  # frames each rollout window imagines after its context_length real frames (the most)
     rollout_min_length: int = 0  # > 0: each rollout batch draws its length uniformly from [this, rollout_length]
     rollout_start: int = 0  # the first step that may draw rollout windows (the model's imagination is noise at first)
+    recent_episodes: int = 0  # > 0: recent_fraction of every batch's windows come from the dataset's newest this many episodes
+    recent_fraction: float = 0.5  # (with recent_episodes) the share of each batch from them, so fresh data is not 2% of it
 
     def __post_init__(self):
         if self.long_every < 0 or self.rollout_every < 0 or self.rollout_start < 0:
@@ -40,6 +42,9 @@ class BatchLengths:
                              "must be >= 0 (every: 0 is never)")
         if self.long_factor < 1 or self.rollout_length < 1:
             raise ValueError(f"long_factor={self.long_factor} and rollout_length={self.rollout_length} must be >= 1")
+        if self.recent_episodes < 0 or not 0 <= self.recent_fraction <= 1:
+            raise ValueError(f"recent_episodes={self.recent_episodes} must be >= 0 (0: every window uniform over the data) and "
+                             f"recent_fraction={self.recent_fraction} must lie in [0, 1]")
         if not 0 <= self.rollout_min_length <= self.rollout_length:
             raise ValueError(f"rollout_min_length={self.rollout_min_length} must lie in [0, rollout_length={self.rollout_length}] "
                              "(0: every rollout window imagines rollout_length frames)")
@@ -56,11 +61,20 @@ class DynamicsObjective(nn.Module):
         return shortcut_forcing_loss(self.dynamics, batch, self.shortcut)
 
 
-def sample_windows(windows: WindowDataset, batch_size: int, length: int, generator: torch.Generator, first: int = 0) -> dict[str, torch.Tensor]:
+def sample_windows(windows: WindowDataset, batch_size: int, length: int, generator: torch.Generator, first: int = 0,
+                   recent_episodes: int = 0, recent_fraction: float = 0.0) -> dict[str, torch.Tensor]:
     """Random windows of ``length`` frames starting at frame ``first`` or later (episodes
-    weighted by their number of windows)."""
+    weighted by their number of windows). With ``recent_episodes``, ``recent_fraction`` of
+    them (rounded) come from the newest ``recent_episodes`` episodes alone."""
     counts = windows.num_frames - length + 1 - first
-    episodes = torch.multinomial(torch.from_numpy(np.maximum(counts, 0).astype(np.float64)), batch_size, replacement=True, generator=generator)
+    weights = torch.from_numpy(np.maximum(counts, 0).astype(np.float64))
+    recent = round(batch_size * recent_fraction) if 0 < recent_episodes < len(counts) else 0
+    if recent and weights[-recent_episodes:].sum() == 0:
+        recent = 0  # no window of this length fits in the newest episodes: uniform over all
+    episodes = torch.multinomial(weights, batch_size - recent, replacement=True, generator=generator)
+    if recent:
+        newest = torch.multinomial(weights[-recent_episodes:], recent, replacement=True, generator=generator)
+        episodes = torch.cat([episodes, newest + len(counts) - recent_episodes])
     items = []
     for episode in episodes.tolist():
         start = first + int(torch.randint(int(counts[episode]), (1,), generator=generator))
@@ -105,17 +119,19 @@ def train_dynamics(latents: str | Path, out: str | Path, dynamics: DynamicsConfi
         raise ValueError(f"rollout_length={lengths.rollout_length}: context_length + rollout_length = {rollout_len} frames "
                          f"exceed every episode ({int(windows.num_frames.max())} frames); lower rollout_length")
 
+    recency = {"recent_episodes": lengths.recent_episodes, "recent_fraction": lengths.recent_fraction}
+
     def next_batch(generator: torch.Generator, step: int) -> dict:
         if lengths.rollout_every and step >= lengths.rollout_start and step % lengths.rollout_every == lengths.rollout_every - 1:
             length = rollout_len
             if lengths.rollout_min_length:
                 length = dynamics.context_length + int(torch.randint(lengths.rollout_min_length, lengths.rollout_length + 1, (1,), generator=generator))
             batch = sample_windows(windows, max(1, optim.batch_size // lengths.long_factor), length, generator,
-                                   first=1)  # no episode start among the frames to imagine
+                                   first=1, **recency)  # no episode start among the frames to imagine
             batch["imagine_from"] = torch.tensor(dynamics.context_length)
             return batch
         if lengths.long_every and step % lengths.long_every == lengths.long_every - 1:
-            return sample_windows(windows, max(1, optim.batch_size // lengths.long_factor), long_len, generator)
-        return sample_windows(windows, optim.batch_size, dynamics.context_length, generator)
+            return sample_windows(windows, max(1, optim.batch_size // lengths.long_factor), long_len, generator, **recency)
+        return sample_windows(windows, optim.batch_size, dynamics.context_length, generator, **recency)
 
     return loop.run(next_batch)
