@@ -33,6 +33,23 @@ def test_ppo_trains_in_imagination_resumes_and_saves_a_policy_that_loads_without
         train_agent(AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=128, **{**TINY, "frame_stack": 2}), tmp_path / "run")
 
 
+def test_reward_normalization_scales_training_rewards_and_resumes_its_statistics(tiny_world_model_path, tmp_path):
+    from imaginegym.agents.sb3.train import load_training_state, make_algorithm, make_env
+
+    config = AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=64, normalize_reward=True, **TINY)
+    train_agent(config, tmp_path / "run", progress=False)
+    mean, var, count = torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)["return_statistics"].tolist()
+    assert count > 64 / 4 and var > 0  # one update per vector step, from the tiny model's nonzero rewards
+    env = make_env(config)
+    model = make_algorithm(config, env, tmp_path / "run")
+    load_training_state(model, tmp_path / "run")
+    stats = model.get_vec_normalize_env().ret_rms
+    assert (float(stats.mean), float(stats.var), stats.count) == pytest.approx((mean, var, count))
+    env.close()
+    train_agent(AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=128, normalize_reward=True, **TINY), tmp_path / "run", progress=False)
+    assert torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)["return_statistics"][2] > count  # continued, not restarted
+
+
 def test_sac_trains_in_the_real_env_with_the_imagined_envs_observations(tiny_world_model_path, tmp_path):
     config = AgentConfig(algo="sac", env=f"real:{tiny_world_model_path}", steps=40, num_envs=1, sac_learning_starts=20,
                          sac_buffer_size=100, net_arch=(16,), device="cpu", checkpoint_every=20)

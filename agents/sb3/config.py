@@ -35,6 +35,7 @@ class AgentConfig:
     ppo_batch_size: int = 512  # PPO: minibatch size
     ppo_epochs: int = 5  # PPO: passes over each rollout
     ppo_entropy: float = 0.0  # PPO: entropy bonus
+    normalize_reward: bool = False  # train on rewards scaled by a running std of the discounted return (SB3 VecNormalize); the policy is unchanged
     sac_buffer_size: int = 300_000  # SAC: replay buffer transitions
     sac_learning_starts: int = 5_000  # SAC: random steps before learning
     sac_gradient_steps: int = -1  # SAC: updates per step of all envs (-1: one per env step, so many envs do not mean few updates)

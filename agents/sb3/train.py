@@ -22,7 +22,7 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize
 from tqdm.auto import tqdm
 
 from imaginegym.data.atomic import atomic_write, write_json_atomic
@@ -35,7 +35,8 @@ CHECKPOINT_FILE, REPLAY_FILE = "checkpoint.pt", "replay_buffer.npz"
 
 
 def make_env(config: AgentConfig, world_model=None) -> VecEnv:
-    """The SB3 VecEnv ``config`` trains in (monitored, so episode returns reach TensorBoard)."""
+    """The SB3 VecEnv ``config`` trains in (monitored, so episode returns reach TensorBoard, unscaled by
+    ``normalize_reward``'s `VecNormalize`, which wraps the monitor)."""
     wm = load_world_model(world_model or config.model, config.device)
     if config.world == "imagined":
         env = ImaginationSB3VecEnv(config.num_envs, wm, obs_mode=config.obs, frame_stack=config.frame_stack,
@@ -43,7 +44,10 @@ def make_env(config: AgentConfig, world_model=None) -> VecEnv:
     else:
         env = DummyVecEnv([lambda: real_twin(wm, config.obs, config.frame_stack)] * config.num_envs)
     env.seed(config.seed)
-    return VecMonitor(env)
+    env = VecMonitor(env)
+    if config.normalize_reward:
+        env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=config.gamma)
+    return env
 
 
 def make_algorithm(config: AgentConfig, env: VecEnv, out: Path) -> BaseAlgorithm:
@@ -92,6 +96,10 @@ def save_training_state(model: BaseAlgorithm, out: Path) -> None:
     state = {"parameters": model.get_parameters(), "num_timesteps": model.num_timesteps, "n_updates": getattr(model, "_n_updates", 0)}
     if getattr(model, "log_ent_coef", None) is not None:
         state["log_ent_coef"] = model.log_ent_coef.detach().cpu()
+    normalizer = model.get_vec_normalize_env()
+    if normalizer is not None:  # the running return statistics the rewards are scaled by
+        stats = normalizer.ret_rms
+        state["return_statistics"] = torch.tensor([float(stats.mean), float(stats.var), float(stats.count)], dtype=torch.float64)
     if isinstance(model, OffPolicyAlgorithm):
         buffer = model.replay_buffer
         arrays = {name: getattr(buffer, name) for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")}
@@ -109,6 +117,10 @@ def load_training_state(model: BaseAlgorithm, out: Path) -> None:
     if "log_ent_coef" in state:
         with torch.no_grad():
             model.log_ent_coef.copy_(state["log_ent_coef"].to(model.device))
+    normalizer = model.get_vec_normalize_env()
+    if normalizer is not None and "return_statistics" in state:
+        mean, var, count = state["return_statistics"].tolist()
+        normalizer.ret_rms.mean, normalizer.ret_rms.var, normalizer.ret_rms.count = np.float64(mean), np.float64(var), count
     if isinstance(model, OffPolicyAlgorithm) and (out / REPLAY_FILE).is_file():
         with np.load(out / REPLAY_FILE) as arrays:
             buffer = model.replay_buffer
