@@ -50,6 +50,23 @@ def test_reward_normalization_scales_training_rewards_and_resumes_its_statistics
     assert torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)["return_statistics"][2] > count  # continued, not restarted
 
 
+def test_a_linear_learning_rate_decays_to_zero_at_the_last_step_across_a_resume(tiny_world_model_path, tmp_path):
+    from imaginegym.agents.sb3.train import make_algorithm, make_env
+
+    with pytest.raises(ValueError, match="lr_schedule='cosine': use one of constant, linear"):
+        AgentConfig(lr_schedule="cosine")
+    config = AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=64, lr=1e-3, lr_schedule="linear", **TINY)
+    train_agent(config, tmp_path / "run", progress=False)
+    env = make_env(config)
+    model = make_algorithm(config, env, tmp_path / "run")
+    assert model.lr_schedule(1.0) == pytest.approx(1e-3) and model.lr_schedule(0.25) == pytest.approx(2.5e-4)
+    env.close()
+    longer = AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=128, lr=1e-3, lr_schedule="linear", **TINY)
+    train_agent(longer, tmp_path / "run", progress=False)  # the schedule stretches to the new end
+    state = torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)
+    assert state["num_timesteps"] == 128 and state["parameters"]["policy.optimizer"]["param_groups"][0]["lr"] == 0.0
+
+
 def test_sac_trains_in_the_real_env_with_the_imagined_envs_observations(tiny_world_model_path, tmp_path):
     config = AgentConfig(algo="sac", env=f"real:{tiny_world_model_path}", steps=40, num_envs=1, sac_learning_starts=20,
                          sac_buffer_size=100, net_arch=(16,), device="cpu", checkpoint_every=20)

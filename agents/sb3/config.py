@@ -9,6 +9,7 @@ from imaginegym.validation import check_count
 ALGORITHM_NAMES = ("ppo", "sac")
 ACTIVATION_NAMES = ("Tanh", "ReLU", "ELU")
 WORLDS = ("imagined", "real")
+LR_SCHEDULES = ("constant", "linear")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class AgentConfig:
     net_arch: tuple[int, ...] = (256, 256)  # hidden layers of the actor and the critic
     activation: str = "ELU"  # Tanh | ReLU | ELU
     lr: float = 3e-4  # Adam learning rate
+    lr_schedule: str = "constant"  # constant | linear (decays to 0 at `steps`, as CleanRL's PPO anneals it)
     gamma: float = 0.99  # discount
     ppo_rollout_steps: int = 64  # PPO: steps per env between updates
     ppo_batch_size: int = 512  # PPO: minibatch size
@@ -48,6 +50,8 @@ class AgentConfig:
                              "(e.g. imagined:cartpole-swingup)")
         if self.obs not in ("latent", "pixels"):
             raise ValueError(f"obs={self.obs!r}: use latent or pixels")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule={self.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
         if self.activation not in ACTIVATION_NAMES:
             raise ValueError(f"activation={self.activation!r}: use one of {', '.join(ACTIVATION_NAMES)}")
         for name in ("threads", "frame_stack", "steps", "num_envs", "horizon", "checkpoint_every", "ppo_rollout_steps", "ppo_batch_size",
