@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
-from imaginegym.agents.sb3.config import AgentConfig
+from imaginegym.agents.sb3.config import LR_SCHEDULES, AgentConfig
 from imaginegym.agents.sb3.evaluate import evaluate_policy
 from imaginegym.agents.sb3.policy import AgentPolicy
 from imaginegym.agents.sb3.train import train_agent
@@ -55,6 +55,8 @@ class LoopConfig:
     dynamics_recent_fraction: float = 0.0  # share of each model-update batch from the last iteration's episodes (0: uniform over all data)
     dynamics_context_length: int | None = None  # with init_model: frames its dynamics attends to instead of its own (None: its own)
     agent_steps_per_iteration: int = 150_000  # imagined env steps of PPO per iteration
+    agent_normalize_reward: bool = False  # PPO on rewards scaled by a running std of the return (SB3 VecNormalize)
+    agent_lr_schedule: str = "constant"  # constant | linear: PPO's learning rate falls to 0 at the end of each iteration's training
     horizon: int = 32  # imagined episode length, from real contexts of the data
     num_envs: int = 32  # imagined envs stepped together
     eval_episodes: int = 3  # deterministic real episodes per iteration (not kept, not counted)
@@ -65,6 +67,8 @@ class LoopConfig:
     init_model: str | None = None  # continue this world model (bundled name or path) with its tokenizer frozen, instead of training one; dynamics_steps_first are its first steps here
 
     def __post_init__(self):
+        if self.agent_lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"agent_lr_schedule={self.agent_lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
         if not 0 <= self.dynamics_recent_fraction <= 1:
             raise ValueError(f"dynamics_recent_fraction={self.dynamics_recent_fraction} must lie in [0, 1] (0: uniform over all data)")
         if self.dynamics_context_length is not None and (self.init_model is None or self.dynamics_context_length < 2):
@@ -166,7 +170,8 @@ class ModelBasedLoop:
     def agent_config(self, iteration: int) -> AgentConfig:
         c = self.config
         return AgentConfig(env=f"imagined:{self.world_model}", steps=(iteration + 1) * c.agent_steps_per_iteration, num_envs=c.num_envs,
-                           horizon=c.horizon, start_data=str(self.data), seed=c.seed, device=c.device)
+                           horizon=c.horizon, start_data=str(self.data), seed=c.seed, device=c.device,
+                           normalize_reward=c.agent_normalize_reward, lr_schedule=c.agent_lr_schedule)
 
     def evaluate(self, iteration: int) -> dict:
         c = self.config
