@@ -22,6 +22,7 @@ from dm_control import suite
 from shimmy.dm_control_compatibility import DmControlCompatibilityV0
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 
@@ -91,7 +92,7 @@ def main() -> None:
     env = DummyVecEnv([make_env(args.seed * 1000 + i, args.action_repeat) for i in range(args.num_envs)])
     if args.normalize_reward:
         env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=0.99)
-    lr = args.lr if args.lr_schedule == "constant" else (lambda progress_remaining: args.lr * progress_remaining)
+    lr = args.lr if args.lr_schedule == "constant" else LinearSchedule(args.lr, 0.0, 1.0)
     model = PPO("MlpPolicy", env, n_steps=64, batch_size=args.batch_size, n_epochs=5, learning_rate=lr, gamma=0.99, seed=args.seed,
                 policy_kwargs={"net_arch": [256, 256], "activation_fn": torch.nn.ELU}, device="cpu", verbose=0)
     model.learn(args.steps, callback=Evaluate(make_env(1_000 + args.seed, args.action_repeat)(), args.eval_every))

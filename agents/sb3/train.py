@@ -22,6 +22,7 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize
 from tqdm.auto import tqdm
 
@@ -53,7 +54,7 @@ def make_env(config: AgentConfig, world_model=None) -> VecEnv:
 def make_algorithm(config: AgentConfig, env: VecEnv, out: Path) -> BaseAlgorithm:
     policy_kwargs = {"net_arch": list(config.net_arch), "activation_fn": ACTIVATIONS[config.activation]}
     # SB3 calls a schedule with the progress remaining, 1 - num_timesteps / steps (a resumed run learns up to ``steps``)
-    lr = config.lr if config.lr_schedule == "constant" else LinearSchedule(config.lr)
+    lr = config.lr if config.lr_schedule == "constant" else LinearSchedule(config.lr, 0.0, 1.0)
     common = {"learning_rate": lr, "gamma": config.gamma, "seed": config.seed, "device": _policy_device(config),
               "tensorboard_log": str(out / "tensorboard"), "policy_kwargs": policy_kwargs, "verbose": 0}
     if config.algo == "ppo":
@@ -61,16 +62,6 @@ def make_algorithm(config: AgentConfig, env: VecEnv, out: Path) -> BaseAlgorithm
                                  n_epochs=config.ppo_epochs, ent_coef=config.ppo_entropy, **common)
     return ALGORITHMS["sac"]("MlpPolicy", env, buffer_size=config.sac_buffer_size, learning_starts=config.sac_learning_starts,
                              gradient_steps=config.sac_gradient_steps, **common)
-
-
-class LinearSchedule:
-    """``lr`` times the progress remaining: ``lr`` at the first step, 0 at the last (a class, so SB3 can save it)."""
-
-    def __init__(self, lr: float):
-        self.lr = lr
-
-    def __call__(self, progress_remaining: float) -> float:
-        return self.lr * progress_remaining
 
 
 def _policy_device(config: AgentConfig) -> str:
