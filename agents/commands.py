@@ -15,7 +15,7 @@ def add_agent_parser(subparsers) -> None:
     from imaginegym.agents.sb3.config import AgentConfig
 
     parser = subparsers.add_parser("agent", help="train and evaluate SB3 agents in real or imagined envs")
-    actions = parser.add_subparsers(dest="stage", required=True, metavar="{train,eval,mbrl,distill}")
+    actions = parser.add_subparsers(dest="stage", required=True, metavar="{train,eval,mbrl,export,distill}")
     train = actions.add_parser("train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                help="train PPO or SAC in imagined:MODEL or real:MODEL (resumes from OUT)",
                                description="Train PPO or SAC in a world model's imagined env or in its real env, with the same "
@@ -44,6 +44,15 @@ def add_agent_parser(subparsers) -> None:
     loop.add_argument("--out", required=True, help="run directory")
     add_dataclass_flags(loop, LoopConfig)
     loop.set_defaults(handler=run_agent_mbrl)
+    export = actions.add_parser("export", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                help="a trained policy with its world model named for shipping (a bundled name, or the weights beside it)",
+                                description="Copy a policy into OUT so that it loads anywhere: it observes and imagines through "
+                                "--world-model, a bundled model name or a path (whose weights are then copied beside the policy). "
+                                "The model must have the policy's tokenizer weights. `imaginegym agent eval --policy OUT` runs it.")
+    export.add_argument("--policy", required=True, help="bundled policy name or a directory holding policy.json")
+    export.add_argument("--world-model", required=True, help="bundled world model name, or a path (.safetensors or run directory)")
+    export.add_argument("--out", required=True, help="directory for policy.json, policy.safetensors (and world_model.safetensors)")
+    export.set_defaults(handler=run_agent_export)
     distill = actions.add_parser("distill", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                  help="DAgger: a scripted expert that reads the simulator state, distilled into a latent policy",
                                  description="Distil a scripted expert (it reads the simulator's state) into a policy on a world "
@@ -90,6 +99,14 @@ def run_agent_mbrl(args: argparse.Namespace) -> int:
     last = curve[-1]
     print(f"{last['real_steps']} real steps: return {last['eval_return_mean']:.1f} ± {last['eval_return_std']:.1f}; "
           f"curve in {Path(args.out) / 'curve.png'} and {Path(args.out) / 'loop.json'}")
+    return 0
+
+
+def run_agent_export(args: argparse.Namespace) -> int:
+    from imaginegym.agents.sb3.policy import export_policy
+
+    out = export_policy(args.policy, args.world_model, args.out)
+    print(f"policy: {out} (world model: {json.loads((out / 'policy.json').read_text())['world_model']})")
     return 0
 
 

@@ -58,6 +58,7 @@ class LoopConfig:
     agent_normalize_reward: bool = False  # PPO on rewards scaled by a running std of the return (SB3 VecNormalize)
     agent_lr_schedule: str = "constant"  # constant | linear: PPO's learning rate falls to 0 at the end of each iteration's training
     horizon: int = 32  # imagined episode length, from real contexts of the data
+    agent_episode_start_fraction: float = 0.0  # share of imagined episodes that start at a real episode's first frames (else anywhere in one)
     num_envs: int = 32  # imagined envs stepped together
     eval_episodes: int = 3  # deterministic real episodes per iteration (not kept, not counted)
     seed: int = 0
@@ -69,6 +70,8 @@ class LoopConfig:
     def __post_init__(self):
         if self.agent_lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"agent_lr_schedule={self.agent_lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
+        if not 0 <= self.agent_episode_start_fraction <= 1:
+            raise ValueError(f"agent_episode_start_fraction={self.agent_episode_start_fraction} must lie in [0, 1] (0: imagined episodes start anywhere)")
         if not 0 <= self.dynamics_recent_fraction <= 1:
             raise ValueError(f"dynamics_recent_fraction={self.dynamics_recent_fraction} must lie in [0, 1] (0: uniform over all data)")
         if self.dynamics_context_length is not None and (self.init_model is None or self.dynamics_context_length < 2):
@@ -171,7 +174,8 @@ class ModelBasedLoop:
         c = self.config
         return AgentConfig(env=f"imagined:{self.world_model}", steps=(iteration + 1) * c.agent_steps_per_iteration, num_envs=c.num_envs,
                            horizon=c.horizon, start_data=str(self.data), seed=c.seed, device=c.device,
-                           normalize_reward=c.agent_normalize_reward, lr_schedule=c.agent_lr_schedule)
+                           normalize_reward=c.agent_normalize_reward, lr_schedule=c.agent_lr_schedule,
+                           episode_start_fraction=c.agent_episode_start_fraction)
 
     def evaluate(self, iteration: int) -> dict:
         c = self.config

@@ -135,6 +135,7 @@ class ImaginedBatch:
         frame_stack: int = 1,
         start_dataset: str | os.PathLike | None = None,
         task: Any = None,
+        episode_start_fraction: float = 0.0,
     ) -> None:
         wm = self.world_model = world_model
         if num_denoise_steps is None:
@@ -159,6 +160,10 @@ class ImaginedBatch:
         self.context_length, self.max_episode_steps = context_length, max_episode_steps
         self.frame_stack = check_count("frame_stack", frame_stack)
         self.start_dataset = None if start_dataset is None else os.fspath(start_dataset)
+        if not 0.0 <= episode_start_fraction <= 1.0:
+            raise ValueError(f"episode_start_fraction={episode_start_fraction}: give a share in [0, 1] of the resets from a dataset that "
+                             "start at an episode's first frames (0: windows anywhere in the episodes)")
+        self.episode_start_fraction = float(episode_start_fraction)
         frame_space = wm.observation_space if obs_mode == "pixels" else latent_space(wm)
         self.observation_space = frame_space if frame_stack == 1 else stacked_space(frame_space, frame_stack)
         self.action_space = wm.action_space
@@ -250,7 +255,9 @@ class ImaginedBatch:
             if len(long_enough) == 0:
                 raise ValueError(f"no episode of {path} has {c} frames: pass a smaller context_length")
             i = int(long_enough[rng.integers(len(long_enough))])
-            start = int(rng.integers(dataset.lengths[i] + 2 - c))
+            # an episode's first frames (the real env's initial states) for a share of resets, else a window anywhere
+            from_first = self.episode_start_fraction > 0 and rng.random() < self.episode_start_fraction
+            start = 0 if from_first else int(rng.integers(dataset.lengths[i] + 2 - c))
             frames = wm.check_frames(dataset.read(i, "frames", start, start + c), f"frames of {path}")
             actions = dataset.read(i, "actions", start, start + c - 1).reshape(c - 1, *wm.action_space.shape)
             return frames, wm.check_actions(actions, (c - 1,), f"actions of {path}")
@@ -413,6 +420,10 @@ class ImaginationSettings:
         return self._batch.start_dataset
 
     @property
+    def episode_start_fraction(self) -> float:
+        return self._batch.episode_start_fraction
+
+    @property
     def tasks(self) -> tuple[Any, ...]:
         """Each env's task (a task-conditioned model; None otherwise), as set by ``task=`` or ``reset(options={"task": ...})``."""
         return tuple(self._batch.tasks)
@@ -462,6 +473,9 @@ class ImaginationEnv(ImaginationSettings, gym.Env[np.ndarray, np.ndarray]):
             for the real env (`real_twin`); a reset fills them from its context frames.
         start_dataset: an episode dataset whose windows are the contexts of resets without
             options (default: the model's bundled start contexts).
+        episode_start_fraction: the share of resets from a dataset whose context is an episode's
+            first frames, where the real env's episodes start (default 0: a window anywhere). An
+            agent trained from windows anywhere rarely practises the start (a swing-up from below).
         task: for a task-conditioned model (trained on runs of many tasks, like the DarkRoom
             family's; ``world_model.env_spec.tasks`` lists them): the task, as the real env takes
             it (DarkRoom's goal (x, y), or an index into its task list), kept for later episodes
@@ -488,12 +502,13 @@ class ImaginationEnv(ImaginationSettings, gym.Env[np.ndarray, np.ndarray]):
         frame_stack: int = 1,
         start_dataset: str | os.PathLike | None = None,
         task: Any = None,
+        episode_start_fraction: float = 0.0,
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r}: use 'rgb_array' or None")
         self.world_model = load_world_model(world_model, device)
         self._batch = ImaginedBatch(self.world_model, 1, obs_mode, num_denoise_steps, context_length, max_episode_steps, frame_stack,
-                                    start_dataset, task)
+                                    start_dataset, task, episode_start_fraction)
         self.observation_space, self.action_space = self._batch.observation_space, self._batch.action_space
         self.render_mode = render_mode
         self._row = np.zeros(1, dtype=np.int64)
@@ -565,6 +580,7 @@ class ImaginationVectorEnv(ImaginationSettings, VectorEnv):
         frame_stack: int = 1,
         start_dataset: str | os.PathLike | None = None,
         task: Any = None,
+        episode_start_fraction: float = 0.0,
     ) -> None:
         num_envs = check_count("num_envs", num_envs)
         if render_mode not in (None, "rgb_array"):
@@ -577,7 +593,7 @@ class ImaginationVectorEnv(ImaginationSettings, VectorEnv):
             )
         self.world_model = load_world_model(world_model, device)
         self._batch = ImaginedBatch(self.world_model, num_envs, obs_mode, num_denoise_steps, context_length, max_episode_steps,
-                                    frame_stack, start_dataset, task)
+                                    frame_stack, start_dataset, task, episode_start_fraction)
         self.num_envs, self.render_mode = num_envs, render_mode
         self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
         self.autoreset_mode = autoreset_mode

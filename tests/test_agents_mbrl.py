@@ -50,7 +50,8 @@ def test_loop_killed_mid_run_resumes_from_its_last_finished_phase(tmp_path):
     with pytest.raises(ValueError, match="holds a loop with other settings"):
         ModelBasedLoop(LoopConfig(**{**TINY, "horizon": 16}), out)
     saved = json.loads((out / "loop.json").read_text())  # as a loop saved before these fields existed
-    for new in ("dynamics_recent_fraction", "dynamics_context_length", "agent_normalize_reward", "agent_lr_schedule"):
+    for new in ("dynamics_recent_fraction", "dynamics_context_length", "agent_normalize_reward", "agent_lr_schedule",
+                "agent_episode_start_fraction"):
         del saved["config"][new]
     (out / "loop.json").write_text(json.dumps(saved))
     longer = ModelBasedLoop(LoopConfig(**{**TINY, "real_steps": 80}), out, progress=False).run()  # more real steps: one more iteration
@@ -67,7 +68,7 @@ def test_loop_continues_a_trained_model_on_a_copy_of_its_data_with_the_tokenizer
     out = tmp_path / "continued"
     config = LoopConfig(**{**TINY, "init_data": str(first / "data"), "init_model": str(first / "world_model"), "dynamics_steps_first": 2,
                            "dynamics_rollout_length": 3, "dynamics_recent_fraction": 0.5, "dynamics_context_length": 10,
-                           "agent_normalize_reward": True, "agent_lr_schedule": "linear"})
+                           "agent_normalize_reward": True, "agent_lr_schedule": "linear", "agent_episode_start_fraction": 0.25})
     curve = ModelBasedLoop(config, out, progress=False).run()
     from imaginegym.training.checkpoint import load_checkpoint
 
@@ -75,7 +76,9 @@ def test_loop_continues_a_trained_model_on_a_copy_of_its_data_with_the_tokenizer
     assert saved["lengths"]["rollout_length"] == 3 and saved["dynamics"]["context_length"] == 10
     assert saved["lengths"]["recent_episodes"] == 1 and saved["lengths"]["recent_fraction"] == 0.5  # iteration 1: its one new episode
     agent = json.loads((out / "agent" / "agent.json").read_text())
-    assert agent["normalize_reward"] is True and agent["lr_schedule"] == "linear"
+    assert agent["normalize_reward"] is True and agent["lr_schedule"] == "linear" and agent["episode_start_fraction"] == 0.25
+    with pytest.raises(ValueError, match="agent_episode_start_fraction=2.0 must lie in"):
+        LoopConfig(**{**TINY, "agent_episode_start_fraction": 2.0})
     with pytest.raises(ValueError, match="dynamics_context_length=10 lengthens the context of init_model"):
         LoopConfig(**{**TINY, "dynamics_context_length": 10})
     dataset = EpisodeDataset(out / "data")

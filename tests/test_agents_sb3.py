@@ -67,6 +67,19 @@ def test_a_linear_learning_rate_decays_to_zero_at_the_last_step_across_a_resume(
     assert state["num_timesteps"] == 128 and state["parameters"]["policy.optimizer"]["param_groups"][0]["lr"] == 0.0
 
 
+def test_episode_start_fraction_reaches_the_imagined_envs_and_needs_start_data(tiny_world_model_path, tiny_dataset):
+    from imaginegym.agents.sb3.train import make_env
+
+    with pytest.raises(ValueError, match="episode_start_fraction=0.5 chooses where imagined episodes start in start_data"):
+        AgentConfig(env=f"imagined:{tiny_world_model_path}", episode_start_fraction=0.5)
+    with pytest.raises(ValueError, match="episode_start_fraction=-0.1 must lie in"):
+        AgentConfig(env=f"imagined:{tiny_world_model_path}", start_data=tiny_dataset, episode_start_fraction=-0.1)
+    config = AgentConfig(env=f"imagined:{tiny_world_model_path}", start_data=tiny_dataset, episode_start_fraction=0.5, **TINY)
+    env = make_env(config)
+    assert env.get_attr("episode_start_fraction") == [0.5] * TINY["num_envs"]
+    env.close()
+
+
 def test_sac_trains_in_the_real_env_with_the_imagined_envs_observations(tiny_world_model_path, tmp_path):
     config = AgentConfig(algo="sac", env=f"real:{tiny_world_model_path}", steps=40, num_envs=1, sac_learning_starts=20,
                          sac_buffer_size=100, net_arch=(16,), device="cpu", checkpoint_every=20)
@@ -111,6 +124,41 @@ def test_collection_takes_a_trained_policy_and_records_its_name(tiny_world_model
     assert len(grown) == 3
     with pytest.raises(ValueError, match="--policy"):
         collect(tmp_path / "data", CollectConfig(task="cartpole-swingup", size=16, max_episode_steps=6), episodes=4, resume=True)
+
+
+def test_an_exported_policy_carries_or_names_its_world_model_and_acts_the_same(tiny_world_model_path, tmp_path, monkeypatch, capsys):
+    from conftest import make_tiny_world_model
+
+    from imaginegym.agents.sb3 import export_policy
+    from imaginegym.agents.sb3 import policy as policy_module
+
+    trained = train_agent(AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=32, **TINY), tmp_path / "run", progress=False)
+    same = make_tiny_world_model(seed=0)  # the policy's tokenizer weights, other dynamics
+    with torch.no_grad():
+        for p in same.dynamics.parameters():
+            p.mul_(0.5)
+    retrained = str(same.save(tmp_path / "retrained.safetensors"))
+    shipped = export_policy(tmp_path / "run" / "policy", retrained, tmp_path / "shipped")
+    assert sorted(p.name for p in shipped.iterdir()) == ["policy.json", "policy.safetensors", "world_model.safetensors"]
+    (tmp_path / "retrained.safetensors").unlink()  # the copy beside the policy is what it loads
+    loaded = AgentPolicy.load(shipped)
+    assert loaded.config.world_model == str(shipped / "world_model.safetensors")
+    assert loaded.config.training["exported_from"] == str(tmp_path / "run" / "policy")
+    obs = np.random.default_rng(0).uniform(-1, 1, (3, 4, 64)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.act(obs), trained.act(obs))
+    assert loaded.imagined_env(device="cpu").world_model.dynamics.state_dict().keys()  # imagines through the copy
+    bundled = tmp_path / "pretrained"
+    same.save(bundled / "tiny-bundled" / "world_model.safetensors")
+    monkeypatch.setattr(policy_module, "PRETRAINED_DIR", bundled)
+    monkeypatch.setattr("imaginegym.world_model.PRETRAINED_DIR", bundled)
+    assert main(["agent", "export", "--policy", str(shipped), "--world-model", "tiny-bundled", "--out", str(bundled / "tiny-ppo")]) == 0
+    assert "world model: tiny-bundled" in capsys.readouterr().out
+    assert not (bundled / "tiny-ppo" / "world_model.safetensors").exists()  # a bundled model is named, not copied
+    np.testing.assert_array_equal(AgentPolicy.load("tiny-ppo").act(obs), trained.act(obs))
+    other_tokenizer = str(make_tiny_world_model(seed=1).save(tmp_path / "other-tokenizer.safetensors"))
+    with pytest.raises(ValueError, match="other tokenizer weights than the policy's world model"):
+        export_policy(shipped, other_tokenizer, tmp_path / "wrong")
+    assert not (tmp_path / "wrong").exists()
 
 
 def test_cli_trains_and_evaluates(tiny_world_model_path, tmp_path, capsys, monkeypatch):

@@ -355,3 +355,16 @@ def test_frame_stacks_are_filled_from_the_context_and_match_the_real_twins_space
         ImaginationEnv(tiny_world_model, frame_stack=0)
     with pytest.raises(DatasetError, match="no dataset at"):
         ImaginationEnv(tiny_world_model, start_dataset="no/such/data")
+
+
+def test_episode_start_fraction_starts_imagined_episodes_where_real_ones_start(tiny_world_model, tiny_dataset):
+    episodes = list(EpisodeDataset(tiny_dataset))
+    env = ImaginationEnv(tiny_world_model, start_dataset=tiny_dataset, context_length=2, episode_start_fraction=1.0)
+    for seed in range(6):
+        obs, _ = env.reset(seed=seed)  # the last context frame: frame 1 of some episode
+        assert any((obs == episode.frames[1]).all() for episode in episodes)
+    anywhere = ImaginationEnv(tiny_world_model, start_dataset=tiny_dataset, context_length=2)
+    later = [anywhere.reset(seed=seed)[0] for seed in range(12)]
+    assert not all(any((obs == episode.frames[1]).all() for episode in episodes) for obs in later)  # windows anywhere
+    with pytest.raises(ValueError, match="episode_start_fraction=1.5"):
+        ImaginationEnv(tiny_world_model, start_dataset=tiny_dataset, episode_start_fraction=1.5)

@@ -6,8 +6,8 @@
 """
 
 from imaginegym.agents.sb3.evaluate import Evaluation, evaluate_policy, save_evaluation
-from imaginegym.agents.sb3.policy import AgentPolicy, PolicyFile
+from imaginegym.agents.sb3.policy import AgentPolicy, PolicyFile, export_policy
 from imaginegym.agents.sb3.config import AgentConfig
 from imaginegym.agents.sb3.train import train_agent
 
-__all__ = ["AgentConfig", "AgentPolicy", "Evaluation", "PolicyFile", "evaluate_policy", "save_evaluation", "train_agent"]
+__all__ = ["AgentConfig", "AgentPolicy", "Evaluation", "PolicyFile", "evaluate_policy", "export_policy", "save_evaluation", "train_agent"]

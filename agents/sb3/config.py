@@ -24,6 +24,7 @@ class AgentConfig:
     num_envs: int = 32  # envs stepped together (imagined: one batch; real: in this process)
     horizon: int = 64  # imagined episode length; truncation bootstraps the value, as SB3 does at time limits
     start_data: str | None = None  # imagined episodes start from windows of this dataset (default: the model's bundled starts)
+    episode_start_fraction: float = 0.0  # share of imagined episodes that start at the first frames of a start_data episode (the real env's initial states)
     seed: int = 0  # env seeds and the network's initial weights
     device: str = "auto"  # the world model's and the policy's device
     threads: int = 1  # torch CPU threads: small networks step fastest on one (two threads stall ~10x when another job shares the cores)
@@ -59,6 +60,11 @@ class AgentConfig:
             check_count(name, getattr(self, name))
         if self.sac_gradient_steps != -1:
             check_count("sac_gradient_steps", self.sac_gradient_steps)
+        if not 0 <= self.episode_start_fraction <= 1:
+            raise ValueError(f"episode_start_fraction={self.episode_start_fraction} must lie in [0, 1] (0: windows anywhere in the episodes)")
+        if self.episode_start_fraction and (self.world != "imagined" or self.start_data is None):
+            raise ValueError(f"episode_start_fraction={self.episode_start_fraction} chooses where imagined episodes start in start_data: "
+                             "give an imagined env and --start-data")
         if not self.lr > 0 or not 0 < self.gamma <= 1:
             raise ValueError(f"lr={self.lr} must be > 0 and gamma={self.gamma} in (0, 1]")
 

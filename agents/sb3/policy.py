@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,37 @@ class AgentPolicy:
     def source(self, directory: str | os.PathLike, deterministic: bool = False) -> PolicyFile:
         """A `PolicySource` for `imaginegym.data.collect` of this policy saved in ``directory``."""
         return PolicyFile(str(self.save(directory)), deterministic)
+
+
+def export_policy(policy: str | os.PathLike, world_model: str, out: str | os.PathLike) -> Path:
+    """A copy of ``policy`` in ``out`` that observes and imagines through ``world_model``, ready to ship.
+
+    A policy saved by training names its world model by the path it was trained with (``runs/...``). An
+    exported one names a bundled model (``world_model`` a bundled name), or carries the model's weights
+    beside it (``world_model`` a path: its ``world_model.safetensors`` is copied into ``out``), so the
+    directory works on any machine and `AgentPolicy.load` can bundle it under ``imaginegym/pretrained``.
+
+    Raises:
+        ValueError: ``world_model``'s tokenizer is not the policy's (its latents would mean something
+            else to the policy), or it imagines another env.
+    """
+    import shutil
+
+    from imaginegym.agents.sb3.evaluate import same_observations
+    from imaginegym.world_model import resolve_model_path
+
+    source = AgentPolicy.load(policy)
+    same_observations(source, world_model, "cpu")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    bundled = (PRETRAINED_DIR / str(world_model) / "world_model.safetensors").is_file() and not Path(world_model).exists()
+    name = str(world_model)
+    if not bundled:
+        with atomic_write(out / "world_model.safetensors") as tmp:
+            shutil.copyfile(resolve_model_path(world_model), tmp)
+        name = "world_model.safetensors"  # beside the policy: `load` resolves it there
+    training = {**source.config.training, "exported_from": str(policy), "exported_world_model": str(world_model)}
+    return AgentPolicy(replace(source.config, world_model=name, training=training), source.policy).save(out)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ def make_env(config: AgentConfig, world_model=None) -> VecEnv:
     wm = load_world_model(world_model or config.model, config.device)
     if config.world == "imagined":
         env = ImaginationSB3VecEnv(config.num_envs, wm, obs_mode=config.obs, frame_stack=config.frame_stack,
-                                   max_episode_steps=config.horizon, start_dataset=config.start_data)
+                                   max_episode_steps=config.horizon, start_dataset=config.start_data,
+                                   episode_start_fraction=config.episode_start_fraction)
     else:
         env = DummyVecEnv([lambda: real_twin(wm, config.obs, config.frame_stack)] * config.num_envs)
     env.seed(config.seed)
