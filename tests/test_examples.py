@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -163,3 +164,17 @@ def test_closed_loop_fidelity(tiny_world_model_path, tmp_path):
     assert out.count("the student's real return") == 2 and "gap" in out
     assert (tmp_path / "run" / "distill" / "policy" / "policy.json").is_file() and (tmp_path / "run" / "eval_1.json").is_file()
     assert iio.imread(tmp_path / "run" / "eval.gif").shape[-2] == 32
+
+
+def test_policy_replay_benchmark_compares_open_and_closed_loop_with_reality(tiny_world_model_path, tmp_path):
+    from imaginegym.agents.sb3 import AgentConfig, train_agent
+
+    train_agent(AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=16, num_envs=2, horizon=8, ppo_rollout_steps=8,
+                            ppo_batch_size=16, ppo_epochs=1, net_arch=(16,), device="cpu"), tmp_path / "run", progress=False)
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "policy_replay.py"), "--policy", str(tmp_path / "run" / "policy"),
+                             "--episodes", "1", "--starts", "0", "5", "600", "--horizon", "4", "--out", str(tmp_path / "r.json")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| 0 |" in result.stdout and "| 5 |" in result.stdout and "| 600 |" not in result.stdout  # past the episode's end: skipped
+    starts = json.loads((tmp_path / "r.json").read_text())["starts"]
+    assert [len(starts["5"][k]) for k in ("real", "open_loop", "closed_loop")] == [1, 1, 1] and starts["600"]["real"] == []
