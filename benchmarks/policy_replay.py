@@ -68,13 +68,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--starts", type=int, nargs="+", default=[0, 25, 50, 75, 100, 150, 250, 400],
                         help="real steps to imagine from")
     parser.add_argument("--horizon", type=int, default=32, help="imagined steps from each start")
+    parser.add_argument("--denoise-steps", type=int, help="shortcut steps per imagined step (default: the model's own)")
     parser.add_argument("--out", help="results JSON")
     args = parser.parse_args(argv)
 
     policy = AgentPolicy.load(args.policy)
     model = same_observations(policy, args.world_model, "cpu") if args.world_model else policy.config.world_model
     env = ImaginationEnv(model, obs_mode=policy.config.obs_mode, frame_stack=policy.config.frame_stack, device="cpu",
-                         max_episode_steps=args.horizon, render_mode=None)
+                         max_episode_steps=args.horizon, render_mode=None, num_denoise_steps=args.denoise_steps)
     real_env = policy.real_env("cpu")
     rows = {s: {"real": [], "open_loop": [], "closed_loop": []} for s in args.starts}
     for i in tqdm(range(args.episodes), desc="episodes"):
@@ -87,14 +88,14 @@ def main(argv=None) -> dict:
             rows[s]["closed_loop"].append(imagine_from(env, policy, frames, actions, s, args.horizon, 1000 * i + s, open_loop=False))
     real_env.close()
     print(f"\n{args.horizon}-step returns from real contexts, mean over {args.episodes} episodes of {args.policy}")
-    print(f"imagined by {args.world_model or policy.config.world_model}\n")
+    print(f"imagined by {args.world_model or policy.config.world_model}, {env.num_denoise_steps} denoising steps\n")
     print("| start step | real | open loop (real actions) | closed loop (policy acts) |")
     print("| --- | --- | --- | --- |")
     for s, r in rows.items():
         if r["real"]:
             print(f"| {s} | {np.mean(r['real']):.1f} | {np.mean(r['open_loop']):.1f} | {np.mean(r['closed_loop']):.1f} |")
     result = {"policy": str(args.policy), "world_model": str(args.world_model or policy.config.world_model),
-              "horizon": args.horizon, "episodes": args.episodes, "starts": {str(s): r for s, r in rows.items()}}
+              "horizon": args.horizon, "denoise_steps": env.num_denoise_steps, "episodes": args.episodes, "starts": {str(s): r for s, r in rows.items()}}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
     return result
