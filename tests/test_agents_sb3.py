@@ -176,3 +176,17 @@ def test_cli_trains_and_evaluates(tiny_world_model_path, tmp_path, capsys, monke
     with pytest.raises(SystemExit):
         main(["agent", "train", "--env", "dreamed:x", "--out", str(tmp_path / "bad")])
     assert "env='dreamed:x': use imagined:MODEL or real:MODEL" in capsys.readouterr().err
+
+
+def test_the_bundled_policy_reproduces_its_recorded_real_return():
+    from imaginegym.agents.sb3.evaluate import run_real
+    from imaginegym.world_model import PRETRAINED_DIR
+
+    policy = AgentPolicy.load("cartpole-swingup-ppo")
+    recorded = json.loads((PRETRAINED_DIR / "cartpole-swingup-ppo" / "eval.json").read_text())
+    assert policy.config.world_model == "cartpole-swingup-student" and recorded["seed"] == 0
+    env = policy.real_env("cpu")
+    assert env.observation_space == policy.observation_space and env.observation_space.shape == (4, 32)
+    total, steps, _ = run_real(policy, env, seed=0)  # the first episode of `imaginegym agent eval --policy cartpole-swingup-ppo`
+    env.close()
+    assert steps == 500 and total == pytest.approx(recorded["real_returns"][0], rel=0.02)
