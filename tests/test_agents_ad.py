@@ -337,7 +337,7 @@ def test_bundled_agent_learns_held_out_goals_in_context(name, floor):
     assert result["mean_fraction_of_optimal_last10"] >= floor
 
 
-@pytest.mark.parametrize("name,floor", [("darkkeytodoor-ad", 1.3), ("darkkeytodoor-compressed-ad", 1.1)])
+@pytest.mark.parametrize("name,floor", [("darkkeytodoor-ad", 1.6), ("darkkeytodoor-compressed-ad", 1.1)])
 def test_bundled_darkkeytodoor_agents_find_key_and_door_of_held_out_pairs_in_context(name, floor):
     from imaginegym.agents.ad import evaluate_in_context
     from imaginegym.envs.darkroom import test_tasks
@@ -345,6 +345,6 @@ def test_bundled_darkkeytodoor_agents_find_key_and_door_of_held_out_pairs_in_con
     agent = InContextAgent.load(name, seed=0)
     tasks = test_tasks("DarkKeyToDoor")[:40:5]  # 8 held-out key-door pairs
     returns = np.array(evaluate_in_context(agent, "imaginegym/DarkKeyToDoor-v0", tasks=tasks, episodes=12, progress=False)["returns"])
-    # measured, first episode / episodes 9-12 (of 2): AD 0.38 / 1.72, Compressed AD 0.38 / 1.41
-    # (docs/benchmarks.md, 50 episodes on 33 pairs: 1.69 and 1.15)
+    # measured, first episode / episodes 9-12 (of 2): AD 0.25 / 2.00, Compressed AD 0.38 / 1.41
+    # (docs/benchmarks.md, 50 episodes on 33 pairs: 1.88 and 1.15)
     assert returns[:, 0].mean() < 1.0 and returns[:, -4:].mean() >= floor
