@@ -173,11 +173,10 @@ def export_policy(policy: str | os.PathLike, world_model: str, out: str | os.Pat
     same_observations(source, world_model, "cpu")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    bundled = (PRETRAINED_DIR / str(world_model) / "world_model.safetensors").is_file() and not Path(world_model).exists()
-    name = str(world_model)
-    if not bundled:
+    weights, name = resolve_model_path(world_model), str(world_model)
+    if weights != PRETRAINED_DIR / name / "world_model.safetensors":  # a path, not a bundled name: ship a copy
         with atomic_write(out / "world_model.safetensors") as tmp:
-            shutil.copyfile(resolve_model_path(world_model), tmp)
+            shutil.copyfile(weights, tmp)
         name = "world_model.safetensors"  # beside the policy: `load` resolves it there
     training = {**source.config.training, "exported_from": str(policy), "exported_world_model": str(world_model)}
     return AgentPolicy(replace(source.config, world_model=name, training=training), source.policy).save(out)
