@@ -20,7 +20,7 @@ from imaginegym.envs.headless import use_egl_if_headless
 
 __version__ = "0.1.0"
 
-__all__ = ["WorldModel", "LatentObservation", "make_vec", "__version__"]
+__all__ = ["WorldModel", "LatentObservation", "ModelStateObservation", "make_vec", "__version__"]
 
 
 # Here, not only where the real env is made: so that shimmy and dm_control imported next render headless
@@ -80,4 +80,8 @@ def __getattr__(name: str):
         from imaginegym.imagination import LatentObservation
 
         return LatentObservation
+    if name == "ModelStateObservation":
+        from imaginegym.imagination import ModelStateObservation
+
+        return ModelStateObservation
     raise AttributeError(f"module 'imaginegym' has no attribute {name!r}")

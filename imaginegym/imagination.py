@@ -2,6 +2,7 @@
 
     env = gym.make("imaginegym/Imagined-v0", world_model="cartpole-swingup")       # pixels, like the real env
     env = gym.make("imaginegym/Imagined-v0", world_model=wm, obs_mode="latent")     # flat Box(-1, 1, (K*D,))
+    env = gym.make("imaginegym/Imagined-v0", world_model=wm, obs_mode="state")      # latents + the model's state (K*D + W,)
     vec = imaginegym.make_vec("imaginegym/Imagined-v0", num_envs=64, world_model=wm)  # one model call per pass
     real = LatentObservation(gym.make("imaginegym/DMC-v0", **wm.env_spec.env_kwargs), wm)  # same latent space
     room = gym.make("imaginegym/Imagined-v0", world_model="darkroom", task=(2, 7))  # a task-conditioned model
@@ -40,7 +41,7 @@ from imaginegym.resources import check_fits
 from imaginegym.world_model import WorldModel, resolve_device
 from imaginegym.validation import check_count
 
-OBS_MODES = ("pixels", "latent")
+OBS_MODES = ("pixels", "latent", "state")
 RENDER_FPS = 30  # frames per second of recorded videos; the model does not know the task's timestep
 ResetReturn = tuple[np.ndarray, dict[str, Any]]
 StepReturn = tuple[np.ndarray, float, bool, bool, dict[str, Any]]
@@ -64,6 +65,25 @@ def latent_space(world_model: WorldModel) -> spaces.Box:
     return spaces.Box(-1.0, 1.0, (c.latent_tokens * c.latent_dim,), np.float32)
 
 
+def state_space(world_model: WorldModel) -> spaces.Box:
+    """The model-state observation space: float32 (K*D + W,), the frame's latents then the dynamics' state of it.
+
+    The state is the dynamics transformer's normalised last-layer hidden of the latest frame (width W),
+    which has attended to the frames and actions before it: what the model knows of velocities, beyond
+    one frame. The real env gives the same through `ModelStateObservation`."""
+    c = world_model.dynamics_config
+    # An RMS-normalised vector has no entry beyond sqrt(W) in size; the norm's gains scale that, token means stay inside.
+    reach = world_model.dynamics.norm.weight.detach().abs().cpu().numpy() * np.sqrt(c.width)
+    latents = np.ones(c.latent_tokens * c.latent_dim)
+    high = np.concatenate([latents, reach]).astype(np.float32)
+    return spaces.Box(-high, high, dtype=np.float32)
+
+
+def frame_space_of(world_model: WorldModel, obs_mode: str) -> spaces.Box:
+    """One observation of ``obs_mode`` (before any frame stack)."""
+    return {"pixels": lambda wm: wm.observation_space, "latent": latent_space, "state": state_space}[obs_mode](world_model)
+
+
 CHUNK = 1024  # frames encoded or decoded per tokenizer call: bounds the activations whatever the number of envs
 
 
@@ -74,7 +94,7 @@ def memory_per_env(world_model: WorldModel, obs_mode: str) -> int:
     if obs_mode == "pixels":
         observation = int(np.prod(world_model.observation_space.shape)) * np.dtype(world_model.observation_space.dtype).itemsize
     else:
-        observation = c.latent_tokens * c.latent_dim * 4
+        observation = (c.latent_tokens * c.latent_dim + (c.width if obs_mode == "state" else 0)) * 4
     latents = c.latent_tokens * c.latent_dim * 4 * 4  # state, step output, info, copies
     # A step's activations grow with the batch too: the MLP's hidden layer and the attention scores over the cache, a few copies.
     s = dynamics.tokens_per_frame
@@ -143,8 +163,9 @@ class ImaginedBatch:
         window = wm.dynamics_config.context_length - 1  # past frames a prediction attends to
         if obs_mode not in OBS_MODES:
             raise ValueError(
-                f"obs_mode={obs_mode!r}: use 'pixels' (frames, the real env's space) or 'latent' "
-                "(a flat float32 Box(-1, 1, (K*D,)) of the tokenizer's latents)"
+                f"obs_mode={obs_mode!r}: use 'pixels' (frames, the real env's space), 'latent' "
+                "(a flat float32 Box(-1, 1, (K*D,)) of the tokenizer's latents) or 'state' (the latents and the "
+                "dynamics model's state of the frame, (K*D + W,))"
             )
         num_envs = check_count("num_envs", num_envs)
         noise.step_level(num_denoise_steps, wm.dynamics_config.k_max)  # raises for a step count the model lacks
@@ -164,7 +185,7 @@ class ImaginedBatch:
             raise ValueError(f"episode_start_fraction={episode_start_fraction}: give a share in [0, 1] of the resets from a dataset that "
                              "start at an episode's first frames (0: windows anywhere in the episodes)")
         self.episode_start_fraction = float(episode_start_fraction)
-        frame_space = wm.observation_space if obs_mode == "pixels" else latent_space(wm)
+        frame_space = frame_space_of(wm, obs_mode)
         self.observation_space = frame_space if frame_stack == 1 else stacked_space(frame_space, frame_stack)
         self.action_space = wm.action_space
         check_memory(wm, num_envs * frame_stack, obs_mode)
@@ -340,7 +361,12 @@ class ImaginedBatch:
         self.steps[rows], self.started[rows] = 0, True
         latents = rearrange(z[:, -1], "b k d -> b (k d)").cpu().numpy()
         k = self.frame_stack
-        recent = frames[:, -k:] if self.obs_mode == "pixels" else rearrange(z[:, -k:], "b c k d -> b c (k d)")  # (B, <=k, *frame_shape)
+        if self.obs_mode == "pixels":
+            recent = frames[:, -k:]  # (B, <=k, *frame_shape)
+        elif self.obs_mode == "latent":
+            recent = rearrange(z[:, -k:], "b c k d -> b c (k d)")
+        else:  # the model's state exists for the last context frame only, as for a real env's first frame
+            recent = torch.cat([rearrange(z[:, -1], "b k d -> b (k d)"), self.cache.state[index]], dim=1)[:, None]
         recent = recent.cpu().numpy()
         self.history[rows] = np.concatenate([np.repeat(recent[:, :1], k - recent.shape[1], axis=1), recent], axis=1)
         return self.observe(rows), latents
@@ -362,7 +388,12 @@ class ImaginedBatch:
         self.latents[index] = z
         self.steps[rows] += 1
         latents = rearrange(z, "b k d -> b (k d)").cpu().numpy()
-        frames = torch.cat([wm.decode(chunk).cpu() for chunk in z.split(CHUNK)]).numpy() if self.obs_mode == "pixels" else latents
+        if self.obs_mode == "pixels":
+            frames = torch.cat([wm.decode(chunk).cpu() for chunk in z.split(CHUNK)]).numpy()
+        elif self.obs_mode == "latent":
+            frames = latents
+        else:
+            frames = np.concatenate([latents, self.cache.state[index].cpu().numpy()], axis=1)
         if self.frame_stack > 1:  # shift in place: no copy of the whole stack on this hot path
             self.history[rows, :-1] = self.history[rows, 1:]
         self.history[rows, -1] = frames
@@ -439,7 +470,8 @@ class ImaginationEnv(ImaginationSettings, gym.Env[np.ndarray, np.ndarray]):
 
     Observations: ``obs_mode="pixels"``: decoded frames in the real env's observation space
     (uint8 (H, W, 3)); ``"latent"``: float32 (K*D,) in [-1, 1], as `LatentObservation` gives
-    for a real env. Actions: the real env's action space; a Box action out of bounds is
+    for a real env; ``"state"``: float32 (K*D + W,), the latents then the dynamics model's state of
+    the frame (`state_space`), as `ModelStateObservation` gives for a real env. Actions: the real env's action space; a Box action out of bounds is
     clipped, as the real DMC env does; a wrong shape, NaN or infinity raises ValueError.
     Reward: the reward head's prediction (float). ``terminated``: continue probability
     < 0.5 (never, when no training episode terminated: ``world_model.env_spec.terminates``). ``truncated``: the step count reached ``max_episode_steps``. ``info``: "latent"
@@ -454,7 +486,7 @@ class ImaginationEnv(ImaginationSettings, gym.Env[np.ndarray, np.ndarray]):
     Args:
         world_model: a `WorldModel`, a bundled name ("cartpole-swingup"), a .safetensors
             file or a training run directory.
-        obs_mode: "pixels" or "latent".
+        obs_mode: "pixels", "latent" or "state".
         num_denoise_steps: shortcut sampling steps per env step, a power of two <= k_max
             (default: the model's ``dynamics_config.denoise_steps``, 4 for the cartpole models,
             1 for the deterministic DarkRoom).
@@ -697,6 +729,89 @@ def env_spec_mismatches(env: gym.Env, world_model: WorldModel) -> list[str]:
     return mismatches
 
 
+def check_real_env(env: gym.Env, world_model: WorldModel) -> None:
+    """Raise a ValueError unless ``env`` is the real env ``world_model`` was trained on (spaces and settings)."""
+    fix = "make the env with the model's settings: gym.make(wm.env_spec.env_id, **wm.env_spec.env_kwargs)"
+    expected = world_model.observation_space
+    if env.observation_space != expected:
+        raise ValueError(f"the env observes {env.observation_space} but the world model was trained on {expected}: {fix}")
+    if env.action_space != world_model.action_space:
+        raise ValueError(f"the env acts in {env.action_space} but the world model was trained on {world_model.action_space}: {fix}")
+    mismatches = env_spec_mismatches(env, world_model)
+    if mismatches:
+        raise ValueError(f"the env differs from the one the world model was trained on: {'; '.join(mismatches)}: {fix}")
+
+
+class ModelStateTracker:
+    """Follows real episodes through a world model's dynamics, frame by frame, for `state_space` observations.
+
+    ``start`` begins an episode from its first frame; ``advance`` commits the next real frame and the
+    action that led to it, as imagination commits the frames it generates (re-noised to tau_ctx,
+    flagged as the model's own), so a policy sees in the real env the state it saw in imagination.
+    Each episode's noise comes from a generator seeded at ``start``.
+    """
+
+    def __init__(self, world_model: WorldModel) -> None:
+        self.world_model = world_model
+        self.cache = world_model.dynamics.new_cache(1)
+        self.rows = torch.zeros(1, dtype=torch.long, device=world_model.device)
+        c = world_model.dynamics_config
+        self.latent_shape = (c.latent_tokens, c.latent_dim)
+        self.rng = np.random.default_rng()
+
+    def _observation(self, z: torch.Tensor) -> np.ndarray:
+        return torch.cat([z.reshape(1, -1), self.cache.state], dim=1)[0].float().cpu().numpy()
+
+    @torch.no_grad()
+    def start(self, frame: np.ndarray, seed: int | None = None) -> np.ndarray:
+        """The observation of an episode's first frame (H, W, 3) uint8."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        wm = self.world_model
+        z = wm.encode(frame[None, None])  # (1, 1, K, D)
+        actions, mask = wm.context_inputs(torch.zeros(1, 0, *wm.action_space.shape, device=wm.device), 1)
+        noise_ctx = torch.from_numpy(self.rng.standard_normal((1, 1, *self.latent_shape), dtype=np.float32)).to(wm.device)
+        wm.dynamics.prefill(self.cache, self.rows, z, actions, mask, noise_ctx)
+        return self._observation(z[:, -1])
+
+    @torch.no_grad()
+    def advance(self, frame: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """The observation of the frame (H, W, 3) uint8 that ``action`` led to."""
+        wm = self.world_model
+        z = wm.encode(frame[None, None])[:, 0]  # (1, K, D)
+        actions = wm.check_actions(np.asarray(action)[None], (1,), "action")
+        noise_ctx = torch.from_numpy(self.rng.standard_normal((1, *self.latent_shape), dtype=np.float32)).to(wm.device)
+        wm.dynamics.observe_step(self.cache, self.rows, z, actions, noise_ctx)
+        return self._observation(z)
+
+
+class ModelStateObservation(gym.Wrapper):
+    """A real env observed as ``ImaginationEnv(obs_mode="state")`` is: each frame's latents and the model's state of it.
+
+    The dynamics model follows the episode (one cached pass per step, the frame and the action taken),
+    so the observation (K*D + W,) carries what the model has inferred from the frames before it, e.g.
+    the pole's angular velocity, exactly as it does in imagination.
+
+        real = ModelStateObservation(gym.make("imaginegym/DMC-v0", **wm.env_spec.env_kwargs), wm)
+    """
+
+    def __init__(self, env: gym.Env, world_model: str | os.PathLike | WorldModel, device: str | torch.device = "auto") -> None:
+        super().__init__(env)
+        self.world_model = load_world_model(world_model, device)
+        check_real_env(env, self.world_model)
+        self.observation_space = state_space(self.world_model)
+        self.tracker = ModelStateTracker(self.world_model)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> ResetReturn:
+        frame, info = self.env.reset(seed=seed, options=options)
+        return self.tracker.start(frame, seed), info
+
+    def step(self, action: np.ndarray) -> StepReturn:
+        frame, reward, terminated, truncated, info = self.env.step(action)
+        clipped = np.clip(action, self.action_space.low, self.action_space.high) if isinstance(self.action_space, spaces.Box) else action
+        return self.tracker.advance(frame, clipped), reward, terminated, truncated, info
+
+
 class LatentObservation(gym.ObservationWrapper):
     """A real env whose observations are the world model's latents, as in imagination.
 
@@ -709,15 +824,7 @@ class LatentObservation(gym.ObservationWrapper):
     def __init__(self, env: gym.Env, world_model: str | os.PathLike | WorldModel, device: str | torch.device = "auto") -> None:
         super().__init__(env)
         self.world_model = load_world_model(world_model, device)
-        fix = "make the env with the model's settings: gym.make(wm.env_spec.env_id, **wm.env_spec.env_kwargs)"
-        expected = self.world_model.observation_space
-        if env.observation_space != expected:
-            raise ValueError(f"the env observes {env.observation_space} but the world model was trained on {expected}: {fix}")
-        if env.action_space != self.world_model.action_space:
-            raise ValueError(f"the env acts in {env.action_space} but the world model was trained on {self.world_model.action_space}: {fix}")
-        mismatches = env_spec_mismatches(env, self.world_model)
-        if mismatches:
-            raise ValueError(f"the env differs from the one the world model was trained on: {'; '.join(mismatches)}: {fix}")
+        check_real_env(env, self.world_model)
         self.observation_space = latent_space(self.world_model)
 
     @torch.no_grad()
@@ -731,17 +838,20 @@ def real_twin(world_model: str | os.PathLike | WorldModel, obs_mode: str = "pixe
     """The real env a world model imagines, observed as its imagined twin is: same spaces, same frame stack.
 
     ``gym.make(env_id, **env_kwargs)`` with the model's settings (``env_kwargs`` override them, e.g.
-    ``render_mode``), wrapped in `LatentObservation` for ``obs_mode="latent"`` and in Gymnasium's
+    ``render_mode``), wrapped in `LatentObservation` for ``obs_mode="latent"``, in `ModelStateObservation`
+    for ``"state"``, and in Gymnasium's
     ``FrameStackObservation(..., padding_type="reset")`` for ``frame_stack`` > 1, so a policy trained in
     ``ImaginationEnv(world_model, obs_mode, frame_stack=frame_stack)`` acts in it unchanged.
     """
     if obs_mode not in OBS_MODES:
-        raise ValueError(f"obs_mode={obs_mode!r}: use 'pixels' or 'latent'")
+        raise ValueError(f"obs_mode={obs_mode!r}: use 'pixels', 'latent' or 'state'")
     frame_stack = check_count("frame_stack", frame_stack)
     wm = load_world_model(world_model, device)
     env = gym.make(wm.env_spec.env_id, **{**wm.env_spec.env_kwargs, **env_kwargs})
     if obs_mode == "latent":
         env = LatentObservation(env, wm)
+    elif obs_mode == "state":
+        env = ModelStateObservation(env, wm)
     if frame_stack > 1:
         env = gym.wrappers.FrameStackObservation(env, frame_stack, padding_type="reset")
     return env

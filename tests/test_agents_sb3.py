@@ -111,6 +111,25 @@ def _short_episodes(init):
     return short
 
 
+def test_a_policy_on_the_models_state_acts_on_raw_frames_as_in_its_real_twin(tiny_world_model_path, tmp_path):
+    import gymnasium as gym
+
+    config = AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=32, obs="state", **{**TINY, "frame_stack": 1})
+    policy = train_agent(config, tmp_path / "run", progress=False)
+    twin = policy.real_env()
+    assert twin.observation_space == policy.imagined_env().observation_space == policy.observation_space
+    wm = twin.get_wrapper_attr("world_model")
+    raw = gym.make(wm.env_spec.env_id, **wm.env_spec.env_kwargs, max_episode_steps=8)
+    episode = PolicyFile(str(tmp_path / "run" / "policy"), deterministic=True).make(wm.action_space, seed=3)
+    obs, _ = twin.reset(seed=3)
+    frame, _ = raw.reset(seed=3)
+    for _ in range(8):  # past the tiny model's 6-frame window: the cache's ring buffer turns
+        action = episode(frame)
+        np.testing.assert_allclose(action, policy.act(obs), atol=1e-6)
+        obs, *_ = twin.step(action)
+        frame, *_ = raw.step(action)
+
+
 def test_collection_takes_a_trained_policy_and_records_its_name(tiny_world_model_path, tmp_path):
     policy = train_agent(AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=32, **TINY), tmp_path / "run", progress=False)
     source = policy.source(tmp_path / "saved")

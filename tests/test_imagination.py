@@ -16,6 +16,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import imaginegym
 from imaginegym.data import DatasetError, DatasetMeta, Episode, EpisodeDataset, write_episode
 from imaginegym.imagination import ImaginationEnv, LatentObservation
+from imaginegym.models import noise
 
 from conftest import TINY_SIZE, assert_close_obs
 
@@ -36,7 +37,7 @@ def rollout(env: gym.Env, seed: int, actions: list) -> list:
     return out
 
 
-@pytest.mark.parametrize("obs_mode", ["pixels", "latent"])
+@pytest.mark.parametrize("obs_mode", ["pixels", "latent", "state"])
 def test_env_checkers_pass(tiny_world_model, obs_mode):
     env = gym.make("imaginegym/Imagined-v0", world_model=tiny_world_model, obs_mode=obs_mode).unwrapped
     check_env(env, skip_render_check=False)
@@ -104,7 +105,7 @@ def test_step_after_the_episode_ended_needs_a_reset_like_any_gymnasium_env(tiny_
     env.step(np.zeros(1, np.float32))  # a reset starts the next episode
 
 
-@pytest.mark.parametrize("obs_mode", ["pixels", "latent"])
+@pytest.mark.parametrize("obs_mode", ["pixels", "latent", "state"])
 def test_same_seed_same_episode(tiny_world_model, obs_mode):
     env = ImaginationEnv(tiny_world_model, obs_mode=obs_mode)
     actions = [np.array([a], np.float32) for a in np.linspace(-1, 1, 6)]
@@ -368,3 +369,67 @@ def test_episode_start_fraction_starts_imagined_episodes_where_real_ones_start(t
     assert not all(any((obs == episode.frames[1]).all() for episode in episodes) for obs in later)  # windows anywhere
     with pytest.raises(ValueError, match="episode_start_fraction=1.5"):
         ImaginationEnv(tiny_world_model, start_dataset=tiny_dataset, episode_start_fraction=1.5)
+
+
+def test_state_observations_are_the_latents_then_the_models_state_of_the_frame(tiny_world_model):
+    wm = tiny_world_model
+    k, d, w = wm.dynamics_config.latent_tokens, wm.dynamics_config.latent_dim, wm.dynamics_config.width
+    env = ImaginationEnv(wm, obs_mode="state")
+    space = env.observation_space
+    assert space.shape == (k * d + w,) and space.dtype == np.float32 and np.isfinite(space.high).all()
+    np.testing.assert_array_equal(space.high[: k * d], 1)  # the latents' tanh range, then the normalised state's reach
+    obs, info = env.reset(seed=0)
+    np.testing.assert_array_equal(obs[: k * d], info["latent"])
+    first = obs[k * d:].copy()
+    assert np.isfinite(first).all() and np.abs(first).max() > 0  # the state of the last context frame, not a placeholder
+    obs, _, _, _, info = env.step(np.array([0.5], np.float32))
+    np.testing.assert_array_equal(obs[: k * d], info["latent"])
+    np.testing.assert_allclose(obs[k * d:], env.kv_cache.state[0].numpy())
+    assert not np.allclose(obs[k * d:], first)
+
+
+def test_model_state_observation_follows_a_real_episode_as_the_model_reads_it_in_training(tiny_world_model):
+    """The real twin's states are the hidden states that `Dynamics.forward` computes for the same frames,
+    actions and context noise, with the frames after the first flagged as the model's own (as in imagination)."""
+    from imaginegym.imagination import ModelStateObservation, real_twin
+
+    wm = tiny_world_model
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (12, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)  # more steps than the 6-frame window
+
+    class Frames(gym.Env):
+        observation_space, action_space = wm.observation_space, wm.action_space
+
+        def reset(self, *, seed=None, options=None):
+            self.t = 0
+            return frames[0].copy(), {}
+
+        def step(self, action):
+            self.t += 1
+            return frames[self.t].copy(), 0.0, False, False, {}
+
+    real = ModelStateObservation(Frames(), wm)
+    assert real.observation_space == ImaginationEnv(wm, obs_mode="state").observation_space
+    assert real_twin(wm, "state").observation_space == real.observation_space
+    actions = rng.uniform(-1, 1, (11, 1)).astype(np.float32)
+    observations = [real.reset(seed=5)[0]] + [real.step(a)[0] for a in actions]
+    dyn, c = wm.dynamics, wm.dynamics_config
+    k, d = c.latent_tokens, c.latent_dim
+    noise_rng = np.random.default_rng(5)  # the tracker's: (1, 1, K, D) at the start, then (1, K, D) per step
+    eps = np.concatenate([noise_rng.standard_normal((1, 1, k, d), dtype=np.float32)[0]]
+                         + [noise_rng.standard_normal((1, k, d), dtype=np.float32) for _ in actions])
+    z = wm.encode(frames)  # (12, K, D)
+    tau = torch.full((1, 12), c.context_noise)
+    z_tau = noise.add_noise(dyn.normalize(z)[None], tau, torch.from_numpy(eps)[None])
+    per_frame = torch.cat([torch.zeros(1, 1, 1), torch.from_numpy(actions)[None]], dim=1)
+    mask = torch.ones(1, 12, dtype=torch.bool)
+    mask[:, 0] = False
+    captured = {}
+    hook = dyn.norm.register_forward_hook(lambda module, inputs, output: captured.setdefault("h", output))
+    with torch.no_grad():
+        dyn(z_tau, tau, torch.zeros(1, 12, dtype=torch.long), per_frame, mask, imagined=mask)
+    hook.remove()
+    expected = captured["h"][0].mean(dim=1).numpy()  # (12, W)
+    got = np.stack(observations)
+    np.testing.assert_allclose(got[:, : k * d], z.reshape(12, -1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(got[:, k * d:], expected, atol=1e-4)

@@ -18,7 +18,7 @@ class AgentConfig:
 
     algo: str = "ppo"  # ppo | sac
     env: str = "imagined:cartpole-swingup"  # imagined:MODEL or real:MODEL (a bundled world model name or a path)
-    obs: str = "latent"  # latent (the tokenizer's latents) | pixels, in both worlds
+    obs: str = "latent"  # latent (the tokenizer's latents) | state (latents + the dynamics' state) | pixels, in both worlds
     frame_stack: int = 4  # observations are the last N frames (or latents), so they are Markov
     steps: int = 1_000_000  # env steps to train for, all envs together (a resumed run continues to this)
     num_envs: int = 32  # envs stepped together (imagined: one batch; real: in this process)
@@ -49,8 +49,8 @@ class AgentConfig:
         if self.world not in WORLDS or not self.model:
             raise ValueError(f"env={self.env!r}: use imagined:MODEL or real:MODEL, MODEL a bundled world model name or a path "
                              "(e.g. imagined:cartpole-swingup)")
-        if self.obs not in ("latent", "pixels"):
-            raise ValueError(f"obs={self.obs!r}: use latent or pixels")
+        if self.obs not in ("latent", "state", "pixels"):
+            raise ValueError(f"obs={self.obs!r}: use latent, state (the latents and the world model's state of each frame) or pixels")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule={self.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
         if self.activation not in ACTIVATION_NAMES:

@@ -117,6 +117,10 @@ def same_observations(policy: AgentPolicy, world_model: str | os.PathLike, devic
         raise ValueError(f"{world_model} has other tokenizer weights than the policy's world model {policy.config.world_model}: "
                          "its latents mean something else to this policy; imagine with a model that continued the policy's "
                          "(`imaginegym train world-model --init-from ... --freeze-tokenizer`)")
+    if policy.config.obs_mode == "state" and tokenizer_digest(model.dynamics) != tokenizer_digest(own.dynamics):
+        raise ValueError(f"{world_model} has other dynamics weights than the policy's world model {policy.config.world_model}: "
+                         "this policy observes the model's own state, which another model's dynamics compute otherwise; "
+                         "evaluate it in imagination with its own world model")
     if model.env_spec.observation_space != own.env_spec.observation_space or model.env_spec.action_space != own.env_spec.action_space:
         raise ValueError(f"{world_model} imagines another env than the policy's world model {policy.config.world_model}")
     return model

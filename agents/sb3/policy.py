@@ -30,7 +30,7 @@ from torch import nn
 
 from imaginegym.data.atomic import atomic_write, write_json_atomic
 from imaginegym.data.spaces import space_from_json, space_to_json
-from imaginegym.imagination import ImaginationEnv, real_twin
+from imaginegym.imagination import ImaginationEnv, ModelStateTracker, real_twin
 from imaginegym.world_model import PRETRAINED_DIR, WorldModel
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
@@ -46,7 +46,7 @@ class PolicyConfig:
 
     algo: str  # "ppo" or "sac"
     world_model: str  # bundled name or path of the world model whose observations the policy reads
-    obs_mode: str  # "latent" or "pixels"
+    obs_mode: str  # "latent", "state" or "pixels"
     frame_stack: int  # observations are the last frame_stack frames (or latents)
     observation_space: dict[str, Any]  # JSON of the gymnasium space
     action_space: dict[str, Any]
@@ -223,10 +223,27 @@ class EpisodePolicy:
         self.agent, self.world_model, self.deterministic = policy, world_model, deterministic
         self.history: list[np.ndarray] = []
         self.generator = torch.Generator().manual_seed(seed)
+        # "state" observations: the dynamics follows the episode's frames and this policy's actions
+        self.tracker = ModelStateTracker(world_model) if policy.config.obs_mode == "state" else None
+        self.seed, self.last_action = seed, None
+
+    def observe(self, observation: np.ndarray) -> np.ndarray:
+        """The policy's observation of a raw frame, as `real_twin` gives it."""
+        mode = self.agent.config.obs_mode
+        if mode == "latent":
+            return self.world_model.encode(observation).flatten().cpu().numpy()
+        if mode == "state":
+            if self.last_action is None:
+                return self.tracker.start(observation, self.seed)
+            return self.tracker.advance(observation, self.last_action)
+        return observation
 
     @torch.no_grad()
     def __call__(self, observation: np.ndarray) -> np.ndarray:
-        frame = self.world_model.encode(observation).flatten().cpu().numpy() if self.agent.config.obs_mode == "latent" else observation
+        self.last_action = self._act(self.observe(observation))
+        return self.last_action
+
+    def _act(self, frame: np.ndarray) -> np.ndarray:
         k = self.agent.config.frame_stack
         self.history = (self.history or [frame] * k)[1:] + [frame] if k > 1 else [frame]
         obs = np.stack(self.history) if k > 1 else frame

@@ -81,13 +81,15 @@ class KVCache:
     """
 
     def __init__(self, depth: int, batch: int, heads: int, capacity: int, tokens_per_frame: int, head_dim: int,
-                 latent_tokens: int, latent_dim: int, device, dtype):
+                 latent_tokens: int, latent_dim: int, device, dtype, width: int = 0):
         shape = (depth, batch, heads, (capacity + 1) * tokens_per_frame, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.valid = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
         self.time = torch.zeros(batch, dtype=torch.long, device=device)
         self.prior = torch.zeros(batch, latent_tokens, latent_dim, device=device, dtype=dtype)  # next frame's prior mean
+        # The model's state of each env's latest frame: its normalised last-layer hidden, averaged over the frame's tokens.
+        self.state = torch.zeros(batch, width, device=device, dtype=dtype)
         self.task: torch.Tensor | None = None  # (batch, task_dim) each env's task, for a task-conditioned model
         self.capacity = capacity
         self.tokens_per_frame = tokens_per_frame
@@ -122,6 +124,7 @@ class KVCache:
         self.valid[rows] = False
         self.time[rows] = 0
         self.prior[rows] = 0
+        self.state[rows] = 0
 
 
 class Dynamics(nn.Module):
@@ -286,7 +289,7 @@ class Dynamics(nn.Module):
         device = device or self.no_action.device
         c = self.config
         cache = KVCache(c.depth, batch, c.heads, c.context_length - 1, self.tokens_per_frame, self.head_dim,
-                        c.latent_tokens, c.latent_dim, device, dtype)
+                        c.latent_tokens, c.latent_dim, device, dtype, c.width)
         if c.task_dim:
             cache.task = torch.zeros(batch, c.task_dim, device=device)
         return cache
@@ -320,8 +323,10 @@ class Dynamics(nn.Module):
             x, k, v = block.forward_cached(x, step["rope"], *cache.layer(i, rows, step["everyone"]), step["mask"])
             if commit:
                 cache.write(i, rows, step["times"][:, None], k, v)
-        out = self.read(rearrange(x, "b (t s) w -> b t s w", s=s), z, tau, step["prior"], heads=commit if heads is None else heads)
+        h = rearrange(x, "b (t s) w -> b t s w", s=s)
+        out = self.read(h, z, tau, step["prior"], heads=commit if heads is None else heads)
         if commit:
+            cache.state[rows] = self.norm(h[:, 0]).mean(dim=1)
             cache.valid[rows, step["times"] % cache.capacity] = True
             cache.time[rows] += 1
             cache.prior[rows] = noise.clean_estimate(z, tau)[:, 0]
@@ -360,6 +365,7 @@ class Dynamics(nn.Module):
         cache.valid[rows[:, None], times % cache.capacity] = True
         cache.time[rows] = t
         cache.prior[rows] = noise.clean_estimate(z_tau[:, -1], tau[:, -1])
+        cache.state[rows] = self.norm(x[:, -s:]).mean(dim=1)
 
     @torch.no_grad()
     def imagine_step(self, cache: KVCache, rows: torch.Tensor, actions, noise_steps: torch.Tensor, project=None):
@@ -387,3 +393,20 @@ class Dynamics(nn.Module):
         z_ctx = noise.add_noise(z, torch.full(z.shape[:2], tau_ctx, device=z.device), noise_steps[:, -1:])
         _, reward, cont = self._cached_pass(cache, rows, z_ctx, tau_ctx, 0, step, commit=True)
         return self.denormalize(z[:, 0]), reward[:, 0], torch.sigmoid(cont[:, 0])
+
+    @torch.no_grad()
+    def observe_step(self, cache: KVCache, rows: torch.Tensor, z, actions, noise_ctx: torch.Tensor):
+        """Commit a frame that was observed, not generated: real latents z (B, K, D) reached by ``actions``.
+
+        The frame enters the cache as an imagined one does (re-noised to tau_ctx with ``noise_ctx``
+        (B, K, D), flagged like the model's own frames), so the state it leaves in ``cache.state`` is
+        the state imagination gives a policy. Returns the model's reward (B,) and continue
+        probability (B,) for the frame.
+        """
+        action_mask = torch.ones(len(rows), 1, dtype=torch.bool, device=z.device)
+        step = self._step_inputs(cache, rows, actions[:, None], action_mask)
+        tau_ctx = self.config.context_noise
+        z = self.normalize(z)[:, None]
+        z_ctx = noise.add_noise(z, torch.full(z.shape[:2], tau_ctx, device=z.device), noise_ctx[:, None])
+        _, reward, cont = self._cached_pass(cache, rows, z_ctx, tau_ctx, 0, step, commit=True)
+        return reward[:, 0], torch.sigmoid(cont[:, 0])
