@@ -25,7 +25,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from imaginegym.agents.sb3.config import LR_SCHEDULES, AgentConfig
 from imaginegym.agents.sb3.evaluate import evaluate_policy
-from imaginegym.agents.sb3.policy import AgentPolicy
+from imaginegym.agents.sb3.policy import AgentPolicy, PolicyFile, export_policy
 from imaginegym.agents.sb3.train import train_agent
 from imaginegym.data import CollectConfig, EpisodeDataset, collect
 from imaginegym.data.atomic import write_json_atomic
@@ -59,6 +59,8 @@ class LoopConfig:
     agent_lr_schedule: str = "constant"  # constant | linear: PPO's learning rate falls to 0 at the end of each iteration's training
     horizon: int = 32  # imagined episode length, from real contexts of the data
     agent_episode_start_fraction: float = 0.0  # share of imagined episodes that start at a real episode's first frames (else anywhere in one)
+    agent_obs: str = "latent"  # latent: the last 4 latents | state: each frame's latents and the world model's state of it
+    agent_fresh: bool = False  # a new policy each iteration (agent/iteration_N) instead of one continued across iterations
     num_envs: int = 32  # imagined envs stepped together
     eval_episodes: int = 3  # deterministic real episodes per iteration (not kept, not counted)
     seed: int = 0
@@ -70,6 +72,8 @@ class LoopConfig:
     def __post_init__(self):
         if self.agent_lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"agent_lr_schedule={self.agent_lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
+        if self.agent_obs not in ("latent", "state"):
+            raise ValueError(f"agent_obs={self.agent_obs!r}: use latent (4 stacked latents) or state (the latents and the model's state)")
         if not 0 <= self.agent_episode_start_fraction <= 1:
             raise ValueError(f"agent_episode_start_fraction={self.agent_episode_start_fraction} must lie in [0, 1] (0: imagined episodes start anywhere)")
         if not 0 <= self.dynamics_recent_fraction <= 1:
@@ -145,8 +149,9 @@ class ModelBasedLoop:
         if iteration == 0:
             config, episodes = self.collect_config("ou"), c.initial_episodes
         else:
-            source = AgentPolicy.load(self.agent / "policy").source(self.out / "policies" / f"iteration_{iteration:03d}")
-            config, episodes = self.collect_config(source), c.episodes_per_iteration
+            # A copy that carries the world model it observes through: the loop's own model changes in the next phase.
+            saved = export_policy(self.agent_dir(iteration - 1) / "policy", str(self.world_model), self.out / "policies" / f"iteration_{iteration:03d}")
+            config, episodes = self.collect_config(PolicyFile(str(saved))), c.episodes_per_iteration
         collect(self.data, config, episodes, workers=c.workers, resume=True, progress=self.progress, first=self.episodes_before(iteration))
 
     def collect_config(self, policy) -> CollectConfig:
@@ -170,19 +175,25 @@ class ModelBasedLoop:
             c.device, init_from=c.init_model, context_length=c.dynamics_context_length,
         )
 
+    def agent_dir(self, iteration: int) -> Path:
+        """The run of the policy that iteration ``iteration`` trains: one run continued, or one per iteration (``agent_fresh``)."""
+        return self.agent / f"iteration_{iteration:03d}" if self.config.agent_fresh else self.agent
+
     def agent_config(self, iteration: int) -> AgentConfig:
         c = self.config
-        return AgentConfig(env=f"imagined:{self.world_model}", steps=(iteration + 1) * c.agent_steps_per_iteration, num_envs=c.num_envs,
-                           horizon=c.horizon, start_data=str(self.data), seed=c.seed, device=c.device,
+        steps = c.agent_steps_per_iteration if c.agent_fresh else (iteration + 1) * c.agent_steps_per_iteration
+        return AgentConfig(env=f"imagined:{self.world_model}", steps=steps, num_envs=c.num_envs,
+                           horizon=c.horizon, start_data=str(self.data), seed=c.seed + (iteration if c.agent_fresh else 0), device=c.device,
                            normalize_reward=c.agent_normalize_reward, lr_schedule=c.agent_lr_schedule,
-                           episode_start_fraction=c.agent_episode_start_fraction)
+                           episode_start_fraction=c.agent_episode_start_fraction, obs=c.agent_obs,
+                           frame_stack=4 if c.agent_obs == "latent" else 1)
 
     def evaluate(self, iteration: int) -> dict:
         c = self.config
         dataset = EpisodeDataset(self.data)
         first = self.episodes_before(iteration)
         collected = [float(dataset.read(i, "rewards").sum()) for i, e in enumerate(dataset.episode_ids) if e >= first]
-        result = evaluate_policy(AgentPolicy.load(self.agent / "policy"), c.eval_episodes, seed=10_000_000 + 1000 * iteration,
+        result = evaluate_policy(AgentPolicy.load(self.agent_dir(iteration) / "policy"), c.eval_episodes, seed=10_000_000 + 1000 * iteration,
                                  device=c.device, progress=self.progress, gif=self.out / "eval" / f"iteration_{iteration:03d}.gif")
         summary = result.summary()
         return {"iteration": iteration, "real_steps": self.real_steps(), "collected_return_mean": float(np.mean(collected)),
@@ -203,7 +214,7 @@ class ModelBasedLoop:
                 elif phase == "world_model":
                     self.train_world_model(iteration)
                 elif phase == "agent":
-                    train_agent(self.agent_config(iteration), self.agent, progress=self.progress)
+                    train_agent(self.agent_config(iteration), self.agent_dir(iteration), progress=self.progress)
                 else:
                     point = self.evaluate(iteration)
                     self.state["curve"].append(point)

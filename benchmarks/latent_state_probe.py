@@ -1,9 +1,11 @@
 """How much of the true cartpole state a policy can read from a world model's latents.
 
     MUJOCO_GL=egl python benchmarks/latent_state_probe.py --world-model cartpole-swingup --episodes 16
+    MUJOCO_GL=egl python benchmarks/latent_state_probe.py --world-model cartpole-swingup-student --obs latent state
 
 Real episodes (uniform-random and Ornstein-Uhlenbeck actions, alternating) are observed as a
-policy trained in imagination sees them (`real_twin`: the last 4 latents of the tokenizer); the
+policy trained in imagination sees them (`real_twin`: the last 4 latents of the tokenizer with
+``--obs latent``, or each frame's latents and the dynamics model's state of it with ``--obs state``); the
 physics state after each step is read from MuJoCo. Ridge regression and a small MLP, fitted on
 75% of the steps (shuffled), predict (cart position, cos angle, sin angle, cart velocity, angular
 velocity) on the rest; the table gives R^2 per variable (1: exact, 0: no better than the mean).
@@ -22,8 +24,8 @@ from imaginegym.imagination import load_world_model, real_twin
 NAMES = ("x", "cos", "sin", "x_dot", "theta_dot")
 
 
-def collect(world_model, episodes: int, steps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    env = real_twin(world_model, "latent", 4)
+def collect(world_model, episodes: int, steps: int, seed: int, obs: str = "latent") -> tuple[np.ndarray, np.ndarray]:
+    env = real_twin(world_model, obs, 4 if obs == "latent" else 1)
     rng = np.random.default_rng(seed)
     features, states = [], []
     for episode in range(episodes):
@@ -50,16 +52,18 @@ def r2(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world-model", nargs="+", default=["cartpole-swingup"])
+    parser.add_argument("--obs", nargs="+", default=["latent"], choices=["latent", "state"],
+                        help="latent: 4 stacked latents; state: the latents and the dynamics model's state of the frame")
     parser.add_argument("--episodes", type=int, default=16)
     parser.add_argument("--steps", type=int, default=250)
     parser.add_argument("--mlp-steps", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    print("| world model | probe | " + " | ".join(NAMES) + " |")
-    print("| --- " * (2 + len(NAMES)) + "|")
-    for name in args.world_model:
-        x, y = collect(load_world_model(name, "cpu"), args.episodes, args.steps, args.seed)
+    print("| world model | observation | probe | " + " | ".join(NAMES) + " |")
+    print("| --- " * (3 + len(NAMES)) + "|")
+    for name, obs in ((name, obs) for name in args.world_model for obs in args.obs):
+        x, y = collect(load_world_model(name, "cpu"), args.episodes, args.steps, args.seed, obs)
         order = np.random.default_rng(1).permutation(len(x))
         x, y = x[order], y[order]
         n = int(0.75 * len(x))
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             mlp = r2(net(torch.from_numpy(x[n:])).numpy() * std + mean, y[n:])
         for probe, scores in (("ridge", ridge), ("MLP", mlp)):
-            print(f"| {name} | {probe} | " + " | ".join(f"{s:.2f}" for s in scores) + " |")
+            print(f"| {name} | {obs} | {probe} | " + " | ".join(f"{s:.2f}" for s in scores) + " |")
 
 
 if __name__ == "__main__":

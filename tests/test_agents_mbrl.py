@@ -90,3 +90,22 @@ def test_loop_continues_a_trained_model_on_a_copy_of_its_data_with_the_tokenizer
         assert torch.equal(tensor, continued.tokenizer.state_dict()[name]), name
     assert any(not torch.equal(t, continued.dynamics.state_dict()[n]) for n, t in base.dynamics.state_dict().items())
     assert EpisodeDataset(first / "data").episode_ids == [0, 1]  # the source dataset is left as it was
+
+
+def test_loop_trains_a_fresh_policy_on_the_models_state_each_iteration(tmp_path):
+    from imaginegym.agents.sb3 import AgentPolicy
+
+    out = tmp_path / "fresh"
+    curve = ModelBasedLoop(LoopConfig(**{**TINY, "agent_obs": "state", "agent_fresh": True}), out, progress=False).run()
+    assert [p["iteration"] for p in curve] == [0, 1]
+    for iteration in range(2):
+        run = out / "agent" / f"iteration_{iteration:03d}"
+        settings = json.loads((run / "agent.json").read_text())
+        assert settings["obs"] == "state" and settings["frame_stack"] == 1 and settings["steps"] == TINY["agent_steps_per_iteration"]
+        assert settings["seed"] == iteration  # a new policy, not the last one continued
+        assert AgentPolicy.load(run / "policy").config.obs_mode == "state"
+    policies = [shard.policy for shard in EpisodeDataset(out / "data").shards]
+    assert policies[2:] == [f"agent:{out / 'policies' / 'iteration_001'}"]  # iteration 0's policy collected iteration 1's episode
+    assert (out / "policies" / "iteration_001" / "world_model.safetensors").is_file()  # with the model it observed through then
+    with pytest.raises(ValueError, match="agent_obs='pixels'"):
+        LoopConfig(**{**TINY, "agent_obs": "pixels"})

@@ -152,10 +152,12 @@ def test_imagined_darkroom(tmp_path):
 
 def test_latent_state_probe_prints_r2_per_state_variable(tiny_world_model_path):
     result = subprocess.run([sys.executable, str(BENCHMARKS / "latent_state_probe.py"), "--world-model", tiny_world_model_path,
-                             "--episodes", "2", "--steps", "20", "--mlp-steps", "5"], capture_output=True, text=True, timeout=300)
+                             "--episodes", "2", "--steps", "20", "--mlp-steps", "5", "--obs", "latent", "state"],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith(f"| {tiny_world_model_path}")]
-    assert [row.split("|")[2].strip() for row in rows] == ["ridge", "MLP"] and len(rows[0].split("|")) == 9
+    assert [row.split("|")[2:4] for row in rows] == [[" latent ", " ridge "], [" latent ", " MLP "], [" state ", " ridge "], [" state ", " MLP "]]
+    assert all(len(row.split("|")) == 10 for row in rows)
 
 
 def test_closed_loop_fidelity(tiny_world_model_path, tmp_path):

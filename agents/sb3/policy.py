@@ -174,7 +174,7 @@ def export_policy(policy: str | os.PathLike, world_model: str, out: str | os.Pat
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     weights, name = resolve_model_path(world_model), str(world_model)
-    if weights != PRETRAINED_DIR / name / "world_model.safetensors":  # a path, not a bundled name: ship a copy
+    if Path(world_model).exists():  # a path (as `resolve_model_path` reads it first), not a bundled name: ship a copy
         with atomic_write(out / "world_model.safetensors") as tmp:
             shutil.copyfile(weights, tmp)
         name = "world_model.safetensors"  # beside the policy: `load` resolves it there
