@@ -752,6 +752,9 @@ class ModelStateTracker:
     """
 
     def __init__(self, world_model: WorldModel) -> None:
+        if world_model.dynamics_config.task_dim:
+            raise ValueError("state observations of a real env need a model of one task; this one is conditioned on the task "
+                             f"({world_model.dynamics_config.task_dim} numbers): observe its real env with obs_mode='latent'")
         self.world_model = world_model
         self.cache = world_model.dynamics.new_cache(1)
         self.rows = torch.zeros(1, dtype=torch.long, device=world_model.device)

@@ -433,3 +433,13 @@ def test_model_state_observation_follows_a_real_episode_as_the_model_reads_it_in
     got = np.stack(observations)
     np.testing.assert_allclose(got[:, : k * d], z.reshape(12, -1).numpy(), atol=1e-6)
     np.testing.assert_allclose(got[:, k * d:], expected, atol=1e-4)
+
+
+def test_state_observations_of_a_real_env_refuse_a_task_conditioned_model(tiny_world_model):
+    from dataclasses import replace
+
+    from imaginegym.imagination import ModelStateTracker
+
+    tiny_world_model.dynamics_config = replace(tiny_world_model.dynamics_config, task_dim=2)
+    with pytest.raises(ValueError, match="conditioned on the task .2 numbers.*obs_mode='latent'"):
+        ModelStateTracker(tiny_world_model)
