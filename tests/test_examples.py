@@ -113,10 +113,12 @@ def test_rollout_grid_benchmark_writes_one_block_per_start(tiny_dataset, tiny_wo
     assert image.shape == (2 * 3 * 16 + 4, 2 * 16, 3)  # 2 starts x (real + 2 models) rows of 16 pixels, one gap
 
 
-def test_train_in_imagination(tiny_world_model_path, tmp_path):
+@pytest.mark.parametrize("obs", ["latent", "state"])
+def test_train_in_imagination(tiny_world_model_path, tmp_path, obs):
     out = run_example("train_in_imagination.py", "--world-model", tiny_world_model_path, "--steps", "64", "--num-envs", "4",
-                      "--horizon", "8", "--episodes", "1", "--out", str(tmp_path / "run"), "--device", "cpu")
+                      "--horizon", "8", "--episodes", "1", "--out", str(tmp_path / "run"), "--device", "cpu", "--obs", obs)
     assert "real return" in out and "imagined" in out
+    assert json.loads((tmp_path / "run" / "policy" / "policy.json").read_text())["obs_mode"] == obs
     assert (tmp_path / "run" / "policy" / "policy.json").is_file() and iio.imread(tmp_path / "run" / "eval.gif").shape[-2] == 32
 
 
