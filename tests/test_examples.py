@@ -129,11 +129,14 @@ def test_reliability_probe_runs_a_case_and_reports_it(tmp_path):
     assert "clear error" in result.stdout and "| dmc-action-left" in (tmp_path / "r.md").read_text()
 
 
-def test_agent_throughput_benchmark_prints_the_ratio(tiny_world_model_path):
+@pytest.mark.parametrize("obs", ["latent", "state"])
+def test_agent_throughput_benchmark_prints_the_ratio(tiny_world_model_path, obs):
     result = subprocess.run([sys.executable, str(BENCHMARKS / "agent_throughput.py"), "--world-model", tiny_world_model_path, "--steps", "64",
-                             "--num-envs", "4", "--real-envs", "1", "--rollout-steps", "16"], capture_output=True, text=True, timeout=600)
+                             "--num-envs", "4", "--real-envs", "1", "--rollout-steps", "16", "--obs", obs],
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "imagined / real:" in result.stdout and "imagined (4 envs in one batch)" in result.stdout
+    assert f"{obs} observations" in result.stdout
 
 
 def test_in_context_darkroom(tmp_path):
