@@ -811,8 +811,7 @@ class ModelStateObservation(gym.Wrapper):
 
     def step(self, action: np.ndarray) -> StepReturn:
         frame, reward, terminated, truncated, info = self.env.step(action)
-        clipped = np.clip(action, self.action_space.low, self.action_space.high) if isinstance(self.action_space, spaces.Box) else action
-        return self.tracker.advance(frame, clipped), reward, terminated, truncated, info
+        return self.tracker.advance(frame, action), reward, terminated, truncated, info  # the model clips it as the env does
 
 
 class LatentObservation(gym.ObservationWrapper):

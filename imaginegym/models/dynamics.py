@@ -389,10 +389,16 @@ class Dynamics(nn.Module):
             z = noise.euler_step(z, z0_hat, torch.tensor(tau, device=z.device), d)
         if project is not None:  # onto the observations' own latents (a discrete world), before the frame becomes context
             z = self.normalize(project(self.denormalize(z[:, 0])))[:, None]
+        reward, cont = self._commit(cache, rows, z, step, noise_steps[:, -1:])
+        return self.denormalize(z[:, 0]), reward, cont
+
+    def _commit(self, cache: KVCache, rows, z, step: dict, noise_ctx: torch.Tensor):
+        """A clean frame z (B, 1, K, D) (standardized) enters the cache as context, re-noised to tau_ctx with
+        ``noise_ctx`` (B, 1, K, D); returns the reward (B,) and continue probability (B,) the model reads from it."""
         tau_ctx = self.config.context_noise
-        z_ctx = noise.add_noise(z, torch.full(z.shape[:2], tau_ctx, device=z.device), noise_steps[:, -1:])
+        z_ctx = noise.add_noise(z, torch.full(z.shape[:2], tau_ctx, device=z.device), noise_ctx)
         _, reward, cont = self._cached_pass(cache, rows, z_ctx, tau_ctx, 0, step, commit=True)
-        return self.denormalize(z[:, 0]), reward[:, 0], torch.sigmoid(cont[:, 0])
+        return reward[:, 0], torch.sigmoid(cont[:, 0])
 
     @torch.no_grad()
     def observe_step(self, cache: KVCache, rows: torch.Tensor, z, actions, noise_ctx: torch.Tensor):
@@ -405,8 +411,4 @@ class Dynamics(nn.Module):
         """
         action_mask = torch.ones(len(rows), 1, dtype=torch.bool, device=z.device)
         step = self._step_inputs(cache, rows, actions[:, None], action_mask)
-        tau_ctx = self.config.context_noise
-        z = self.normalize(z)[:, None]
-        z_ctx = noise.add_noise(z, torch.full(z.shape[:2], tau_ctx, device=z.device), noise_ctx[:, None])
-        _, reward, cont = self._cached_pass(cache, rows, z_ctx, tau_ctx, 0, step, commit=True)
-        return reward[:, 0], torch.sigmoid(cont[:, 0])
+        return self._commit(cache, rows, self.normalize(z)[:, None], step, noise_ctx[:, None])
