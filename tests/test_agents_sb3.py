@@ -128,6 +128,14 @@ def test_a_policy_on_the_models_state_acts_on_raw_frames_as_in_its_real_twin(tin
         np.testing.assert_allclose(action, policy.act(obs), atol=1e-6)
         obs, *_ = twin.step(action)
         frame, *_ = raw.step(action)
+    from imaginegym.agents.sb3.evaluate import same_observations
+    from imaginegym.world_model import WorldModel
+
+    other = WorldModel.load(tiny_world_model_path)  # the same tokenizer, other dynamics: its states mean something else
+    with torch.no_grad():
+        other.dynamics.norm.weight.mul_(2.0)
+    with pytest.raises(ValueError, match="other dynamics weights.*evaluate it in imagination with its own world model"):
+        same_observations(policy, str(other.save(tmp_path / "other.safetensors")), "cpu")
 
 
 def test_collection_takes_a_trained_policy_and_records_its_name(tiny_world_model_path, tmp_path):
