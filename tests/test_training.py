@@ -83,7 +83,7 @@ def test_rollout_batches_come_every_nth_step_with_real_context_then_frames_to_im
     assert len(seen) == 2  # steps 4 and 6 (the second step, index 1, comes before rollout_start)
     for batch in seen:
         assert int(batch["imagine_from"]) == 4 and batch["latents"].shape[:2] == (2, 4 + 5)  # context_length + rollout_length
-        assert batch["action_mask"].all()  # no episode start anywhere: every frame has the action that led into it
+        assert batch["action_mask"][:, 4:].all()  # no episode start among the frames to imagine
     assert load_checkpoint(run / "dynamics.pt")[1]["lengths"]["rollout_every"] == 2
     seen.clear()
     assert main(["train", "dynamics", "--data", tiny_dataset, "--out", str(run), "--dynamics-steps", "30",
@@ -98,6 +98,32 @@ def test_rollout_batches_come_every_nth_step_with_real_context_then_frames_to_im
                                                      "--tokenizer-steps", "2", "--dynamics-steps", "8", "--dynamics-rollout-every", "2",
                                                      "--dynamics-rollout-length", "40", *TINY_FLAGS])
     assert not (tmp_path / "other" / "tokenizer.pt").exists()  # found before the tokenizer trained
+
+
+def test_rollout_windows_can_imagine_from_a_short_context_and_from_episode_starts(tiny_dataset, tmp_path, monkeypatch, capsys):
+    """Imagination from a reset sees one real frame: rollout batches may draw 1..context_length real frames,
+    and a share of their windows begin at an episode's first frame."""
+    from imaginegym.training import dynamics_trainer
+
+    seen = []
+    real = dynamics_trainer.rollout_forcing_loss
+    monkeypatch.setattr(dynamics_trainer, "rollout_forcing_loss", lambda model, batch, config: seen.append(batch) or real(model, batch, config))
+    run = tmp_path / "run"
+    assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(run), "--tokenizer-steps", "2", "--dynamics-steps", "24",
+                 "--dynamics-rollout-every", "2", "--dynamics-rollout-length", "3", "--dynamics-rollout-denoise-steps", "1",
+                 "--dynamics-rollout-min-context", "1", "--dynamics-rollout-episode-start-fraction", "1", *TINY_FLAGS]) == 0
+    assert len(seen) == 12
+    contexts = {int(batch["imagine_from"]) for batch in seen}
+    assert contexts <= {1, 2, 3, 4} and len(contexts) > 1
+    for batch in seen:
+        start = int(batch["imagine_from"])
+        assert batch["latents"].shape[1] == start + 3  # the real frames drawn, then rollout_length imagined ones
+        assert not batch["action_mask"][:, 0].any()  # every window begins at an episode start (fraction 1)
+        assert batch["action_mask"][:, 1:].all()
+    assert load_checkpoint(run / "dynamics.pt")[1]["lengths"]["rollout_min_context"] == 1
+    assert "rollout_episode_start_fraction=1.5" in cli_error(capsys, [
+        "train", "dynamics", "--data", tiny_dataset, "--out", str(run), "--dynamics-steps", "32", "--dynamics-rollout-every", "2",
+        "--dynamics-rollout-episode-start-fraction", "1.5", *TINY_FLAGS[TINY_FLAGS.index("--dynamics-width"):]])
 
 
 def test_mark_imagined_changes_nothing_until_rollout_windows_come(tiny_dataset, tmp_path):

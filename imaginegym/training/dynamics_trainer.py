@@ -32,6 +32,8 @@ class BatchLengths:
     rollout_every: int = 0  # every n-th batch holds rollout windows (0: never), with batch_size / long_factor
     rollout_length: int = 8  # frames each rollout window imagines after its context_length real frames (the most)
     rollout_min_length: int = 0  # > 0: each rollout batch draws its length uniformly from [this, rollout_length]
+    rollout_min_context: int = 0  # > 0: each rollout batch draws its real frames uniformly from [this, context_length], as imagination begins from a short context
+    rollout_episode_start_fraction: float = 0.0  # the share of rollout windows that begin at their episode's first frame (imagination from a reset)
     rollout_start: int = 0  # the first step that may draw rollout windows (the model's imagination is noise at first)
     recent_episodes: int = 0  # > 0: recent_fraction of every batch's windows come from the dataset's newest this many episodes
     recent_fraction: float = 0.5  # (with recent_episodes) the share of each batch from them, so fresh data is not 2% of it
@@ -45,6 +47,9 @@ class BatchLengths:
         if self.recent_episodes < 0 or not 0 <= self.recent_fraction <= 1:
             raise ValueError(f"recent_episodes={self.recent_episodes} must be >= 0 (0: every window uniform over the data) and "
                              f"recent_fraction={self.recent_fraction} must lie in [0, 1]")
+        if self.rollout_min_context < 0 or not 0 <= self.rollout_episode_start_fraction <= 1:
+            raise ValueError(f"rollout_min_context={self.rollout_min_context} must be >= 0 (0: every rollout window has context_length "
+                             f"real frames) and rollout_episode_start_fraction={self.rollout_episode_start_fraction} must lie in [0, 1]")
         if not 0 <= self.rollout_min_length <= self.rollout_length:
             raise ValueError(f"rollout_min_length={self.rollout_min_length} must lie in [0, rollout_length={self.rollout_length}] "
                              "(0: every rollout window imagines rollout_length frames)")
@@ -61,12 +66,12 @@ class DynamicsObjective(nn.Module):
         return shortcut_forcing_loss(self.dynamics, batch, self.shortcut)
 
 
-def sample_windows(windows: WindowDataset, batch_size: int, length: int, generator: torch.Generator, first: int = 0,
-                   recent_episodes: int = 0, recent_fraction: float = 0.0) -> dict[str, torch.Tensor]:
-    """Random windows of ``length`` frames starting at frame ``first`` or later (episodes
-    weighted by their number of windows). With ``recent_episodes``, ``recent_fraction`` of
-    them (rounded) come from the newest ``recent_episodes`` episodes alone."""
-    counts = windows.num_frames - length + 1 - first
+def sample_windows(windows: WindowDataset, batch_size: int, length: int, generator: torch.Generator,
+                   recent_episodes: int = 0, recent_fraction: float = 0.0, episode_start_fraction: float = 0.0) -> dict[str, torch.Tensor]:
+    """Random windows of ``length`` frames (episodes weighted by their number of windows). With ``recent_episodes``, ``recent_fraction`` of
+    them (rounded) come from the newest ``recent_episodes`` episodes alone. Each window
+    begins at its episode's first frame with probability ``episode_start_fraction``."""
+    counts = windows.num_frames - length + 1
     weights = torch.from_numpy(np.maximum(counts, 0).astype(np.float64))
     recent = round(batch_size * recent_fraction) if 0 < recent_episodes < len(counts) else 0
     if recent and weights[-recent_episodes:].sum() == 0:
@@ -76,8 +81,9 @@ def sample_windows(windows: WindowDataset, batch_size: int, length: int, generat
         newest = torch.multinomial(weights[-recent_episodes:], recent, replacement=True, generator=generator)
         episodes = torch.cat([episodes, newest + len(counts) - recent_episodes])
     items = []
-    for episode in episodes.tolist():
-        start = first + int(torch.randint(int(counts[episode]), (1,), generator=generator))
+    at_start = (torch.rand(len(episodes), generator=generator) < episode_start_fraction).tolist() if episode_start_fraction else [False] * len(episodes)
+    for episode, from_start in zip(episodes.tolist(), at_start):
+        start = 0 if from_start else int(torch.randint(int(counts[episode]), (1,), generator=generator))
         items.append(windows[(episode, start, length)])
     batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
     batch["latents"] = batch.pop("frames")
@@ -123,12 +129,16 @@ def train_dynamics(latents: str | Path, out: str | Path, dynamics: DynamicsConfi
 
     def next_batch(generator: torch.Generator, step: int) -> dict:
         if lengths.rollout_every and step >= lengths.rollout_start and step % lengths.rollout_every == lengths.rollout_every - 1:
-            length = rollout_len
+            real = dynamics.context_length
+            if lengths.rollout_min_context:
+                real = int(torch.randint(min(lengths.rollout_min_context, real), real + 1, (1,), generator=generator))
+            imagined = lengths.rollout_length
             if lengths.rollout_min_length:
-                length = dynamics.context_length + int(torch.randint(lengths.rollout_min_length, lengths.rollout_length + 1, (1,), generator=generator))
-            batch = sample_windows(windows, max(1, optim.batch_size // lengths.long_factor), length, generator,
-                                   first=1, **recency)  # no episode start among the frames to imagine
-            batch["imagine_from"] = torch.tensor(dynamics.context_length)
+                imagined = int(torch.randint(lengths.rollout_min_length, lengths.rollout_length + 1, (1,), generator=generator))
+            # an episode's first frame (no action led into it) may only be real context: start at frame 0 or later
+            batch = sample_windows(windows, max(1, optim.batch_size // lengths.long_factor), real + imagined, generator,
+                                   episode_start_fraction=lengths.rollout_episode_start_fraction, **recency)
+            batch["imagine_from"] = torch.tensor(real)
             return batch
         if lengths.long_every and step % lengths.long_every == lengths.long_every - 1:
             return sample_windows(windows, max(1, optim.batch_size // lengths.long_factor), long_len, generator, **recency)
