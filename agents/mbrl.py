@@ -53,7 +53,9 @@ class LoopConfig:
     dynamics_steps_per_iteration: int = 2000  # more dynamics updates after each collection
     dynamics_rollout_length: int = 8  # imagined frames of each rollout-training window (the model learns from its own imagination)
     dynamics_recent_fraction: float = 0.0  # share of each model-update batch from the last iteration's episodes (0: uniform over all data)
-    dynamics_context_length: int | None = None  # with init_model: frames its dynamics attends to instead of its own (None: its own)
+    dynamics_context_length: int | None = None  # frames the dynamics attends to (None: the recipe's 8, or init_model's own)
+    dynamics_rollout_min_context: int = 0  # > 0: rollout-training windows draw their real frames from [this, context length] (imagination from a reset sees one)
+    dynamics_rollout_episode_start_fraction: float = 0.0  # share of rollout-training windows that begin at an episode's first frame
     agent_steps_per_iteration: int = 150_000  # imagined env steps of PPO per iteration
     agent_normalize_reward: bool = False  # PPO on rewards scaled by a running std of the return (SB3 VecNormalize)
     agent_lr_schedule: str = "constant"  # constant | linear: PPO's learning rate falls to 0 at the end of each iteration's training
@@ -78,9 +80,12 @@ class LoopConfig:
             raise ValueError(f"agent_episode_start_fraction={self.agent_episode_start_fraction} must lie in [0, 1] (0: imagined episodes start anywhere)")
         if not 0 <= self.dynamics_recent_fraction <= 1:
             raise ValueError(f"dynamics_recent_fraction={self.dynamics_recent_fraction} must lie in [0, 1] (0: uniform over all data)")
-        if self.dynamics_context_length is not None and (self.init_model is None or self.dynamics_context_length < 2):
-            raise ValueError(f"dynamics_context_length={self.dynamics_context_length} lengthens the context of init_model: give init_model "
-                             "too, and a context of >= 2 frames")
+        if self.dynamics_context_length is not None and self.dynamics_context_length < 2:
+            raise ValueError(f"dynamics_context_length={self.dynamics_context_length}: the dynamics attends to >= 2 frames "
+                             "(None: the recipe's, or init_model's own)")
+        if self.dynamics_rollout_min_context < 0 or not 0 <= self.dynamics_rollout_episode_start_fraction <= 1:
+            raise ValueError(f"dynamics_rollout_min_context={self.dynamics_rollout_min_context} must be >= 0 and "
+                             f"dynamics_rollout_episode_start_fraction={self.dynamics_rollout_episode_start_fraction} must lie in [0, 1]")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise ValueError(f"max_episode_steps={self.max_episode_steps} must be >= 1 (or None: the task's own limit)")
         for name in ("size", "real_steps", "initial_episodes", "episodes_per_iteration", "tokenizer_steps_first", "dynamics_steps_first",
@@ -162,6 +167,8 @@ class ModelBasedLoop:
         c = self.config
         tokenizer, dynamics, shortcut, lengths = cartpole_recipe()
         tokenizer = replace(tokenizer, image_size=c.size)
+        if c.dynamics_context_length is not None and not c.init_model:
+            dynamics = replace(dynamics, context_length=c.dynamics_context_length)
         tokenizer_steps = c.tokenizer_steps_first + iteration * c.tokenizer_steps_per_iteration
         dynamics_steps = c.dynamics_steps_first + iteration * c.dynamics_steps_per_iteration
         tokenizer_optim = None if c.init_model else OptimConfig(steps=tokenizer_steps, batch_size=32, lr=1e-3, warmup_steps=100,
@@ -171,8 +178,9 @@ class ModelBasedLoop:
             OptimConfig(steps=dynamics_steps, batch_size=64, lr=5e-4 if c.init_model else 1e-3, warmup_steps=200, seed=c.seed), shortcut,
             replace(lengths, rollout_start=0 if c.init_model else c.dynamics_steps_first // 2, rollout_length=c.dynamics_rollout_length,
                     recent_episodes=c.episodes_per_iteration if c.dynamics_recent_fraction and iteration else 0,
-                    recent_fraction=c.dynamics_recent_fraction),
-            c.device, init_from=c.init_model, context_length=c.dynamics_context_length,
+                    recent_fraction=c.dynamics_recent_fraction, rollout_min_context=c.dynamics_rollout_min_context,
+                    rollout_episode_start_fraction=c.dynamics_rollout_episode_start_fraction),
+            c.device, init_from=c.init_model, context_length=c.dynamics_context_length if c.init_model else None,
         )
 
     def agent_dir(self, iteration: int) -> Path:

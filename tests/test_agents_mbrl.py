@@ -51,7 +51,7 @@ def test_loop_killed_mid_run_resumes_from_its_last_finished_phase(tmp_path):
         ModelBasedLoop(LoopConfig(**{**TINY, "horizon": 16}), out)
     saved = json.loads((out / "loop.json").read_text())  # as a loop saved before these fields existed
     for new in ("dynamics_recent_fraction", "dynamics_context_length", "agent_normalize_reward", "agent_lr_schedule",
-                "agent_episode_start_fraction"):
+                "agent_episode_start_fraction", "dynamics_rollout_min_context", "dynamics_rollout_episode_start_fraction"):
         del saved["config"][new]
     (out / "loop.json").write_text(json.dumps(saved))
     longer = ModelBasedLoop(LoopConfig(**{**TINY, "real_steps": 80}), out, progress=False).run()  # more real steps: one more iteration
@@ -79,8 +79,10 @@ def test_loop_continues_a_trained_model_on_a_copy_of_its_data_with_the_tokenizer
     assert agent["normalize_reward"] is True and agent["lr_schedule"] == "linear" and agent["episode_start_fraction"] == 0.25
     with pytest.raises(ValueError, match="agent_episode_start_fraction=2.0 must lie in"):
         LoopConfig(**{**TINY, "agent_episode_start_fraction": 2.0})
-    with pytest.raises(ValueError, match="dynamics_context_length=10 lengthens the context of init_model"):
-        LoopConfig(**{**TINY, "dynamics_context_length": 10})
+    with pytest.raises(ValueError, match="dynamics_context_length=1: the dynamics attends to >= 2 frames"):
+        LoopConfig(**{**TINY, "dynamics_context_length": 1})
+    with pytest.raises(ValueError, match="dynamics_rollout_episode_start_fraction=1.5 must lie in"):
+        LoopConfig(**{**TINY, "dynamics_rollout_episode_start_fraction": 1.5})
     dataset = EpisodeDataset(out / "data")
     assert dataset.episode_ids == [0, 1, 2] and [s.policy for s in dataset.shards][:2] == ["ou", "ou"]  # the copy, then its own
     assert dataset.shards[2].policy == f"agent:{out / 'policies' / 'iteration_001'}"
@@ -96,8 +98,15 @@ def test_loop_trains_a_fresh_policy_on_the_models_state_each_iteration(tmp_path)
     from imaginegym.agents.sb3 import AgentPolicy
 
     out = tmp_path / "fresh"
-    curve = ModelBasedLoop(LoopConfig(**{**TINY, "agent_obs": "state", "agent_fresh": True}), out, progress=False).run()
+    curve = ModelBasedLoop(LoopConfig(**{**TINY, "agent_obs": "state", "agent_fresh": True, "dynamics_context_length": 6,
+                                         "dynamics_rollout_min_context": 1, "dynamics_rollout_episode_start_fraction": 0.5}),
+                           out, progress=False).run()
     assert [p["iteration"] for p in curve] == [0, 1]
+    from imaginegym.training.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(out / "world_model" / "dynamics.pt")[1]  # a model trained from scratch with a longer context
+    assert saved["dynamics"]["context_length"] == 6
+    assert saved["lengths"]["rollout_min_context"] == 1 and saved["lengths"]["rollout_episode_start_fraction"] == 0.5
     for iteration in range(2):
         run = out / "agent" / f"iteration_{iteration:03d}"
         settings = json.loads((run / "agent.json").read_text())
