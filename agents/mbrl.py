@@ -54,8 +54,8 @@ class LoopConfig:
     dynamics_rollout_length: int = 8  # imagined frames of each rollout-training window (the model learns from its own imagination)
     dynamics_recent_fraction: float = 0.0  # share of each model-update batch from the last iteration's episodes (0: uniform over all data)
     dynamics_context_length: int | None = None  # frames the dynamics attends to (None: the recipe's 8, or init_model's own)
-    dynamics_rollout_min_context: int = 0  # > 0: rollout-training windows draw their real frames from [this, context length] (imagination from a reset sees one)
-    dynamics_rollout_episode_start_fraction: float = 0.0  # share of rollout-training windows that begin at an episode's first frame
+    dynamics_rollout_episode_start_fraction: float = 0.0  # share of rollout-training batches whose windows begin at an episode's first frame
+    dynamics_rollout_min_context: int = 0  # > 0: those batches draw their real frames from [this, context length] (a reset shows one)
     agent_steps_per_iteration: int = 150_000  # imagined env steps of PPO per iteration
     agent_normalize_reward: bool = False  # PPO on rewards scaled by a running std of the return (SB3 VecNormalize)
     agent_lr_schedule: str = "constant"  # constant | linear: PPO's learning rate falls to 0 at the end of each iteration's training

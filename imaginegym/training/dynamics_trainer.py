@@ -32,8 +32,8 @@ class BatchLengths:
     rollout_every: int = 0  # every n-th batch holds rollout windows (0: never), with batch_size / long_factor
     rollout_length: int = 8  # frames each rollout window imagines after its context_length real frames (the most)
     rollout_min_length: int = 0  # > 0: each rollout batch draws its length uniformly from [this, rollout_length]
-    rollout_min_context: int = 0  # > 0: each rollout batch draws its real frames uniformly from [this, context_length], as imagination begins from a short context
-    rollout_episode_start_fraction: float = 0.0  # the share of rollout windows that begin at their episode's first frame (imagination from a reset)
+    rollout_episode_start_fraction: float = 0.0  # the share of rollout batches whose windows begin at their episode's first frame (imagination from a reset)
+    rollout_min_context: int = 0  # > 0: those batches draw their real frames uniformly from [this, context_length] (a reset shows one frame)
     rollout_start: int = 0  # the first step that may draw rollout windows (the model's imagination is noise at first)
     recent_episodes: int = 0  # > 0: recent_fraction of every batch's windows come from the dataset's newest this many episodes
     recent_fraction: float = 0.5  # (with recent_episodes) the share of each batch from them, so fresh data is not 2% of it
@@ -129,15 +129,18 @@ def train_dynamics(latents: str | Path, out: str | Path, dynamics: DynamicsConfi
 
     def next_batch(generator: torch.Generator, step: int) -> dict:
         if lengths.rollout_every and step >= lengths.rollout_start and step % lengths.rollout_every == lengths.rollout_every - 1:
+            # Short real contexts only from resets: one frame mid-episode hides the velocity, and a model taught to
+            # continue it learns the mean of all continuations (a fading pole), not a sharper start.
+            from_reset = bool(lengths.rollout_episode_start_fraction and torch.rand((), generator=generator) < lengths.rollout_episode_start_fraction)
             real = dynamics.context_length
-            if lengths.rollout_min_context:
+            if from_reset and lengths.rollout_min_context:
                 real = int(torch.randint(min(lengths.rollout_min_context, real), real + 1, (1,), generator=generator))
             imagined = lengths.rollout_length
             if lengths.rollout_min_length:
                 imagined = int(torch.randint(lengths.rollout_min_length, lengths.rollout_length + 1, (1,), generator=generator))
             # an episode's first frame (no action led into it) may only be real context: start at frame 0 or later
             batch = sample_windows(windows, max(1, optim.batch_size // lengths.long_factor), real + imagined, generator,
-                                   episode_start_fraction=lengths.rollout_episode_start_fraction, **recency)
+                                   episode_start_fraction=float(from_reset), **recency)
             batch["imagine_from"] = torch.tensor(real)
             return batch
         if lengths.long_every and step % lengths.long_every == lengths.long_every - 1:
