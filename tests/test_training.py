@@ -70,12 +70,17 @@ def cli_error(capsys, argv: list[str]) -> str:
     return err.split(": error: ", 1)[1]
 
 
-def test_rollout_batches_come_every_nth_step_with_real_context_then_frames_to_imagine(tiny_dataset, tmp_path, monkeypatch, capsys):
+def record_rollout_batches(monkeypatch) -> list[dict]:
+    """The batches of rollout windows the dynamics trainer draws from now on, appended as they come."""
     from imaginegym.training import dynamics_trainer
 
-    seen = []
-    real = dynamics_trainer.rollout_forcing_loss
+    seen, real = [], dynamics_trainer.rollout_forcing_loss
     monkeypatch.setattr(dynamics_trainer, "rollout_forcing_loss", lambda model, batch, config: seen.append(batch) or real(model, batch, config))
+    return seen
+
+
+def test_rollout_batches_come_every_nth_step_with_real_context_then_frames_to_imagine(tiny_dataset, tmp_path, monkeypatch, capsys):
+    seen = record_rollout_batches(monkeypatch)
     run = tmp_path / "run"
     assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(run), "--tokenizer-steps", "2", "--dynamics-steps", "6",
                  "--dynamics-rollout-every", "2", "--dynamics-rollout-start", "2", "--dynamics-rollout-length", "5",
@@ -104,11 +109,7 @@ def test_rollout_batches_from_resets_imagine_from_a_short_context(tiny_dataset, 
     """Imagination from a reset sees one real frame: a share of rollout batches begin at episode starts and
     draw 1..context_length real frames; the others keep context_length real frames from anywhere
     (one frame mid-episode would hide the velocity)."""
-    from imaginegym.training import dynamics_trainer
-
-    seen = []
-    real = dynamics_trainer.rollout_forcing_loss
-    monkeypatch.setattr(dynamics_trainer, "rollout_forcing_loss", lambda model, batch, config: seen.append(batch) or real(model, batch, config))
+    seen = record_rollout_batches(monkeypatch)
     run = tmp_path / "run"
     assert main(["train", "world-model", "--data", tiny_dataset, "--out", str(run), "--tokenizer-steps", "2", "--dynamics-steps", "40",
                  "--dynamics-rollout-every", "2", "--dynamics-rollout-length", "3", "--dynamics-rollout-denoise-steps", "1",

@@ -67,10 +67,10 @@ class DynamicsObjective(nn.Module):
 
 
 def sample_windows(windows: WindowDataset, batch_size: int, length: int, generator: torch.Generator,
-                   recent_episodes: int = 0, recent_fraction: float = 0.0, episode_start_fraction: float = 0.0) -> dict[str, torch.Tensor]:
-    """Random windows of ``length`` frames (episodes weighted by their number of windows). With ``recent_episodes``, ``recent_fraction`` of
-    them (rounded) come from the newest ``recent_episodes`` episodes alone. Each window
-    begins at its episode's first frame with probability ``episode_start_fraction``."""
+                   recent_episodes: int = 0, recent_fraction: float = 0.0, from_episode_start: bool = False) -> dict[str, torch.Tensor]:
+    """Random windows of ``length`` frames (episodes weighted by their number of windows). With
+    ``recent_episodes``, ``recent_fraction`` of them (rounded) come from the newest
+    ``recent_episodes`` episodes alone. ``from_episode_start``: each begins at its episode's first frame."""
     counts = windows.num_frames - length + 1
     weights = torch.from_numpy(np.maximum(counts, 0).astype(np.float64))
     recent = round(batch_size * recent_fraction) if 0 < recent_episodes < len(counts) else 0
@@ -81,9 +81,8 @@ def sample_windows(windows: WindowDataset, batch_size: int, length: int, generat
         newest = torch.multinomial(weights[-recent_episodes:], recent, replacement=True, generator=generator)
         episodes = torch.cat([episodes, newest + len(counts) - recent_episodes])
     items = []
-    at_start = (torch.rand(len(episodes), generator=generator) < episode_start_fraction).tolist() if episode_start_fraction else [False] * len(episodes)
-    for episode, from_start in zip(episodes.tolist(), at_start):
-        start = 0 if from_start else int(torch.randint(int(counts[episode]), (1,), generator=generator))
+    for episode in episodes.tolist():
+        start = 0 if from_episode_start else int(torch.randint(int(counts[episode]), (1,), generator=generator))
         items.append(windows[(episode, start, length)])
     batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
     batch["latents"] = batch.pop("frames")
@@ -140,7 +139,7 @@ def train_dynamics(latents: str | Path, out: str | Path, dynamics: DynamicsConfi
                 imagined = int(torch.randint(lengths.rollout_min_length, lengths.rollout_length + 1, (1,), generator=generator))
             # an episode's first frame (no action led into it) may only be real context: start at frame 0 or later
             batch = sample_windows(windows, max(1, optim.batch_size // lengths.long_factor), real + imagined, generator,
-                                   episode_start_fraction=float(from_reset), **recency)
+                                   from_episode_start=from_reset, **recency)
             batch["imagine_from"] = torch.tensor(real)
             return batch
         if lengths.long_every and step % lengths.long_every == lengths.long_every - 1:
