@@ -12,6 +12,13 @@ the next ``--horizon`` steps twice:
 - closed loop: the policy acts on what the model imagines, as it does in training. The difference from
   open loop is what the policy's reaction to imagined observations adds.
 
+With ``--open-loop-only`` the model may have any tokenizer (e.g. a model-based loop's own, trained from
+scratch): only the open-loop column is imagined, so the policy never reads that model's latents. This
+asks whether a model knows the physics of a behaviour it may never have seen:
+
+    MUJOCO_GL=egl python benchmarks/policy_replay.py --policy runs/expert-latent/policy \
+        --world-model runs/mbrl-protocol-seed0/world_model --open-loop-only
+
 It prints the real, open-loop and closed-loop returns over the horizon from each start step, averaged
 over the episodes, and writes them as JSON (``--out``).
 """
@@ -69,13 +76,19 @@ def main(argv=None) -> dict:
                         help="real steps to imagine from")
     parser.add_argument("--horizon", type=int, default=32, help="imagined steps from each start")
     parser.add_argument("--denoise-steps", type=int, help="shortcut steps per imagined step (default: the model's own)")
+    parser.add_argument("--open-loop-only", action="store_true",
+                        help="imagine only with the real actions, so --world-model may have other tokenizer weights than the policy's")
     parser.add_argument("--out", help="results JSON")
     args = parser.parse_args(argv)
 
     policy = AgentPolicy.load(args.policy)
-    model = same_observations(policy, args.world_model, "cpu") if args.world_model else policy.config.world_model
-    env = ImaginationEnv(model, obs_mode=policy.config.obs_mode, frame_stack=policy.config.frame_stack, device="cpu",
-                         max_episode_steps=args.horizon, render_mode=None, num_denoise_steps=args.denoise_steps)
+    if args.open_loop_only:  # the policy never reads this model's observations
+        env = ImaginationEnv(args.world_model or policy.config.world_model, obs_mode="latent", device="cpu",
+                             max_episode_steps=args.horizon, render_mode=None, num_denoise_steps=args.denoise_steps)
+    else:
+        model = same_observations(policy, args.world_model, "cpu") if args.world_model else policy.config.world_model
+        env = ImaginationEnv(model, obs_mode=policy.config.obs_mode, frame_stack=policy.config.frame_stack, device="cpu",
+                             max_episode_steps=args.horizon, render_mode=None, num_denoise_steps=args.denoise_steps)
     real_env = policy.real_env("cpu")
     rows = {s: {"real": [], "open_loop": [], "closed_loop": []} for s in args.starts}
     for i in tqdm(range(args.episodes), desc="episodes"):
@@ -85,15 +98,17 @@ def main(argv=None) -> dict:
                 continue
             rows[s]["real"].append(float(rewards[s : s + args.horizon].sum()))
             rows[s]["open_loop"].append(imagine_from(env, policy, frames, actions, s, args.horizon, 1000 * i + s, open_loop=True))
-            rows[s]["closed_loop"].append(imagine_from(env, policy, frames, actions, s, args.horizon, 1000 * i + s, open_loop=False))
+            if not args.open_loop_only:
+                rows[s]["closed_loop"].append(imagine_from(env, policy, frames, actions, s, args.horizon, 1000 * i + s, open_loop=False))
     real_env.close()
     print(f"\n{args.horizon}-step returns from real contexts, mean over {args.episodes} episodes of {args.policy}")
     print(f"imagined by {args.world_model or policy.config.world_model}, {env.num_denoise_steps} denoising steps\n")
-    print("| start step | real | open loop (real actions) | closed loop (policy acts) |")
-    print("| --- | --- | --- | --- |")
+    columns = ("real", "open_loop") if args.open_loop_only else ("real", "open_loop", "closed_loop")
+    print("| start step | real | open loop (real actions) |" + ("" if args.open_loop_only else " closed loop (policy acts) |"))
+    print("| --- " * (1 + len(columns)) + "|")
     for s, r in rows.items():
         if r["real"]:
-            print(f"| {s} | {np.mean(r['real']):.1f} | {np.mean(r['open_loop']):.1f} | {np.mean(r['closed_loop']):.1f} |")
+            print(f"| {s} | " + " | ".join(f"{np.mean(r[c]):.1f}" for c in columns) + " |")
     result = {"policy": str(args.policy), "world_model": str(args.world_model or policy.config.world_model),
               "horizon": args.horizon, "denoise_steps": env.num_denoise_steps, "episodes": args.episodes, "starts": {str(s): r for s, r in rows.items()}}
     if args.out:

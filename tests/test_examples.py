@@ -185,3 +185,22 @@ def test_policy_replay_benchmark_compares_open_and_closed_loop_with_reality(tiny
     assert "| 0 |" in result.stdout and "| 5 |" in result.stdout and "| 600 |" not in result.stdout  # past the episode's end: skipped
     starts = json.loads((tmp_path / "r.json").read_text())["starts"]
     assert [len(starts["5"][k]) for k in ("real", "open_loop", "closed_loop")] == [1, 1, 1] and starts["600"]["real"] == []
+
+
+def test_policy_replay_open_loop_only_takes_a_model_with_another_tokenizer(tiny_world_model_path, tmp_path):
+    from conftest import make_tiny_world_model
+
+    from imaginegym.agents.sb3 import AgentConfig, train_agent
+
+    train_agent(AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=16, num_envs=2, horizon=8, ppo_rollout_steps=8,
+                            ppo_batch_size=16, ppo_epochs=1, net_arch=(16,), device="cpu"), tmp_path / "run", progress=False)
+    other = str(make_tiny_world_model(seed=1).save(tmp_path / "other.safetensors"))  # other tokenizer weights: other latents
+    command = [sys.executable, str(BENCHMARKS / "policy_replay.py"), "--policy", str(tmp_path / "run" / "policy"), "--world-model", other,
+               "--episodes", "1", "--starts", "0", "5", "--horizon", "4", "--out", str(tmp_path / "r.json")]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "other tokenizer weights" in refused.stderr  # closed loop would feed the policy foreign latents
+    result = subprocess.run(command + ["--open-loop-only"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| 5 |" in result.stdout and "closed loop" not in result.stdout
+    starts = json.loads((tmp_path / "r.json").read_text())["starts"]
+    assert [len(starts["5"][k]) for k in ("real", "open_loop", "closed_loop")] == [1, 1, 0]
