@@ -204,3 +204,18 @@ def test_policy_replay_open_loop_only_takes_a_model_with_another_tokenizer(tiny_
     assert "| 5 |" in result.stdout and "closed loop" not in result.stdout
     starts = json.loads((tmp_path / "r.json").read_text())["starts"]
     assert [len(starts["5"][k]) for k in ("real", "open_loop", "closed_loop")] == [1, 1, 0]
+
+
+def test_mbrl_seeds_benchmark_averages_the_iterations_every_seed_finished(tmp_path):
+    for seed, returns in enumerate([[100.0, 300.0, 500.0], [200.0, 100.0]]):  # seed 1 has finished one iteration fewer
+        curve = [{"iteration": i, "real_steps": 5000 * (i + 1), "eval_return_mean": r, "wall_s": 60.0 * (i + 1)} for i, r in enumerate(returns)]
+        (tmp_path / f"seed{seed}").mkdir()
+        (tmp_path / f"seed{seed}" / "loop.json").write_text(json.dumps({"curve": curve}))
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "mbrl_seeds.py"), str(tmp_path / "seed0"), str(tmp_path / "seed1"),
+                             "--out", str(tmp_path / "seeds.png")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 0 ") or line.startswith("| 1 ") or line.startswith("| 2 ")]
+    assert rows == ["| 0 | 10,000 | 100.0 | 200.0 | 150.0 ± 50.0 | 1.0 / 1.0 |", "| 1 | 20,000 | 300.0 | 100.0 | 200.0 ± 100.0 | 2.0 / 2.0 |"]
+    assert iio.imread(tmp_path / "seeds.png").ndim == 3
+    missing = subprocess.run([sys.executable, str(BENCHMARKS / "mbrl_seeds.py"), str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert missing.returncode != 0 and "no loop.json" in missing.stderr
