@@ -219,3 +219,20 @@ def test_mbrl_seeds_benchmark_averages_the_iterations_every_seed_finished(tmp_pa
     assert iio.imread(tmp_path / "seeds.png").ndim == 3
     missing = subprocess.run([sys.executable, str(BENCHMARKS / "mbrl_seeds.py"), str(tmp_path / "nothing")], capture_output=True, text=True)
     assert missing.returncode != 0 and "no loop.json" in missing.stderr
+
+
+def test_sample_spread_benchmark_measures_how_imagined_continuations_differ(tiny_world_model_path, tmp_path):
+    from imaginegym.agents.sb3 import AgentConfig, train_agent
+
+    train_agent(AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=16, num_envs=2, horizon=8, ppo_rollout_steps=8,
+                            ppo_batch_size=16, ppo_epochs=1, net_arch=(16,), device="cpu"), tmp_path / "run", progress=False)
+    command = [sys.executable, str(BENCHMARKS / "sample_spread.py"), "--world-model", tiny_world_model_path, "--policies",
+               str(tmp_path / "run" / "policy"), "--episodes", "1", "--starts", "2", "600", "--horizon", "3", "--samples", "3",
+               "--out", str(tmp_path / "s.json")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    spreads = json.loads((tmp_path / "s.json").read_text())["policies"][str(tmp_path / "run" / "policy")]
+    assert list(spreads) == ["2"]  # start 600 lies past the episode's end: skipped
+    assert all(v > 0 for v in spreads["2"])  # other diffusion noise, other continuations
+    one = subprocess.run(command[:-4] + ["--samples", "1"], capture_output=True, text=True, timeout=300)
+    assert one.returncode != 0 and "--samples 1 must be >= 2" in one.stderr
