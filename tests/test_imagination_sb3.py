@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from stable_baselines3 import PPO
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
@@ -67,6 +68,7 @@ def test_vec_env_methods(tiny_world_model):
 def test_ppo_learns_on_the_adapter_in_vec_monitor(tiny_world_model):
     env = VecMonitor(ImaginationSB3VecEnv(2, tiny_world_model, obs_mode="latent", max_episode_steps=10))
     model = PPO("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.set_logger(Logger(None, []))  # SB3's default logger makes an empty /tmp/SB3-<time> folder on every learn()
     model.learn(total_timesteps=256)
     assert model.num_timesteps == 256
     episodes = [info for info in model.ep_info_buffer]

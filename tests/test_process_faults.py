@@ -145,9 +145,12 @@ def test_rendering_in_a_child_forked_after_the_parent_rendered_is_an_error_not_a
 
 SB3_TWO_STEPS = """
     import stable_baselines3, torch
+    from stable_baselines3.common.logger import Logger
     torch.set_num_threads(1)
     env = gym.make("imaginegym/DMC-v0", task="cartpole-swingup", size=36)  # NatureCNN's smallest input
-    stable_baselines3.PPO("CnnPolicy", env, n_steps=4, batch_size=4, n_epochs=1, device="cpu").learn(4)
+    model = stable_baselines3.PPO("CnnPolicy", env, n_steps=4, batch_size=4, n_epochs=1, device="cpu")
+    model.set_logger(Logger(None, []))  # SB3's default logger makes an empty /tmp/SB3-<time> folder on every learn()
+    model.learn(4)
     print("ok")
 """
 
