@@ -51,12 +51,16 @@ def real_episode(policy: AgentPolicy, env, seed: int) -> tuple[np.ndarray, np.nd
     return np.stack(frames), np.stack(actions), np.asarray(rewards)
 
 
+def real_context(env: ImaginationEnv, frames: np.ndarray, actions: np.ndarray, start: int) -> dict:
+    """Reset options that make the model's context the real frames (and actions) up to real step ``start``."""
+    c = min(env.context_length, start + 1)
+    return {"context_frames": frames[start - c + 1 : start + 1], "context_actions": actions[start - c + 1 : start]}
+
+
 def imagine_from(env: ImaginationEnv, policy: AgentPolicy, frames, actions, start: int, horizon: int, seed: int,
                  open_loop: bool) -> float:
     """The imagined return of ``horizon`` steps after real step ``start``, open loop (the real actions) or closed loop."""
-    c = min(env.context_length, start + 1)
-    options = {"context_frames": frames[start - c + 1 : start + 1], "context_actions": actions[start - c + 1 : start]}
-    obs, _ = env.reset(seed=seed, options=options)
+    obs, _ = env.reset(seed=seed, options=real_context(env, frames, actions, start))
     total = 0.0
     for k in range(horizon):
         action = actions[start + k] if open_loop else policy.act(obs)
@@ -82,13 +86,11 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     policy = AgentPolicy.load(args.policy)
-    if args.open_loop_only:  # the policy never reads this model's observations
-        env = ImaginationEnv(args.world_model or policy.config.world_model, obs_mode="latent", device="cpu",
-                             max_episode_steps=args.horizon, render_mode=None, num_denoise_steps=args.denoise_steps)
-    else:
-        model = same_observations(policy, args.world_model, "cpu") if args.world_model else policy.config.world_model
-        env = ImaginationEnv(model, obs_mode=policy.config.obs_mode, frame_stack=policy.config.frame_stack, device="cpu",
-                             max_episode_steps=args.horizon, render_mode=None, num_denoise_steps=args.denoise_steps)
+    model = args.world_model or policy.config.world_model
+    if args.world_model and not args.open_loop_only:  # the policy reads this model's observations: they must mean the same
+        model = same_observations(policy, args.world_model, "cpu")
+    env = ImaginationEnv(model, obs_mode=policy.config.obs_mode, frame_stack=policy.config.frame_stack, device="cpu",
+                         max_episode_steps=args.horizon, render_mode=None, num_denoise_steps=args.denoise_steps)
     real_env = policy.real_env("cpu")
     rows = {s: {"real": [], "open_loop": [], "closed_loop": []} for s in args.starts}
     for i in tqdm(range(args.episodes), desc="episodes"):

@@ -23,15 +23,14 @@ from imaginegym.agents.sb3.policy import AgentPolicy
 from imaginegym.imagination import ImaginationEnv
 
 try:
-    from policy_replay import real_episode
+    from policy_replay import real_context, real_episode
 except ImportError:  # imported as benchmarks.sample_spread
-    from benchmarks.policy_replay import real_episode
+    from benchmarks.policy_replay import real_context, real_episode
 
 
 def sample_spread(env: ImaginationEnv, frames: np.ndarray, actions: np.ndarray, start: int, horizon: int, samples: int) -> np.ndarray:
     """The std across ``samples`` imagined continuations, after each of ``horizon`` steps (mean over the latent)."""
-    c = min(env.context_length, start + 1)
-    options = {"context_frames": frames[start - c + 1 : start + 1], "context_actions": actions[start - c + 1 : start]}
+    options = real_context(env, frames, actions, start)
     runs = []
     for k in range(samples):
         env.reset(seed=k, options=options)

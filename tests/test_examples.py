@@ -173,11 +173,17 @@ def test_closed_loop_fidelity(tiny_world_model_path, tmp_path):
     assert iio.imread(tmp_path / "run" / "eval.gif").shape[-2] == 32
 
 
-def test_policy_replay_benchmark_compares_open_and_closed_loop_with_reality(tiny_world_model_path, tmp_path):
+def tiny_policy(world_model_path: str, out: Path) -> Path:
+    """A PPO policy trained 16 steps in the tiny model's imagination (its policy/ directory)."""
     from imaginegym.agents.sb3 import AgentConfig, train_agent
 
-    train_agent(AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=16, num_envs=2, horizon=8, ppo_rollout_steps=8,
-                            ppo_batch_size=16, ppo_epochs=1, net_arch=(16,), device="cpu"), tmp_path / "run", progress=False)
+    train_agent(AgentConfig(env=f"imagined:{world_model_path}", steps=16, num_envs=2, horizon=8, ppo_rollout_steps=8,
+                            ppo_batch_size=16, ppo_epochs=1, net_arch=(16,), device="cpu"), out, progress=False)
+    return out / "policy"
+
+
+def test_policy_replay_benchmark_compares_open_and_closed_loop_with_reality(tiny_world_model_path, tmp_path):
+    tiny_policy(tiny_world_model_path, tmp_path / "run")
     result = subprocess.run([sys.executable, str(BENCHMARKS / "policy_replay.py"), "--policy", str(tmp_path / "run" / "policy"),
                              "--episodes", "1", "--starts", "0", "5", "600", "--horizon", "4", "--out", str(tmp_path / "r.json")],
                             capture_output=True, text=True, timeout=300)
@@ -190,10 +196,7 @@ def test_policy_replay_benchmark_compares_open_and_closed_loop_with_reality(tiny
 def test_policy_replay_open_loop_only_takes_a_model_with_another_tokenizer(tiny_world_model_path, tmp_path):
     from conftest import make_tiny_world_model
 
-    from imaginegym.agents.sb3 import AgentConfig, train_agent
-
-    train_agent(AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=16, num_envs=2, horizon=8, ppo_rollout_steps=8,
-                            ppo_batch_size=16, ppo_epochs=1, net_arch=(16,), device="cpu"), tmp_path / "run", progress=False)
+    tiny_policy(tiny_world_model_path, tmp_path / "run")
     other = str(make_tiny_world_model(seed=1).save(tmp_path / "other.safetensors"))  # other tokenizer weights: other latents
     command = [sys.executable, str(BENCHMARKS / "policy_replay.py"), "--policy", str(tmp_path / "run" / "policy"), "--world-model", other,
                "--episodes", "1", "--starts", "0", "5", "--horizon", "4", "--out", str(tmp_path / "r.json")]
@@ -222,10 +225,7 @@ def test_mbrl_seeds_benchmark_averages_the_iterations_every_seed_finished(tmp_pa
 
 
 def test_sample_spread_benchmark_measures_how_imagined_continuations_differ(tiny_world_model_path, tmp_path):
-    from imaginegym.agents.sb3 import AgentConfig, train_agent
-
-    train_agent(AgentConfig(env=f"imagined:{tiny_world_model_path}", steps=16, num_envs=2, horizon=8, ppo_rollout_steps=8,
-                            ppo_batch_size=16, ppo_epochs=1, net_arch=(16,), device="cpu"), tmp_path / "run", progress=False)
+    tiny_policy(tiny_world_model_path, tmp_path / "run")
     command = [sys.executable, str(BENCHMARKS / "sample_spread.py"), "--world-model", tiny_world_model_path, "--policies",
                str(tmp_path / "run" / "policy"), "--episodes", "1", "--starts", "2", "600", "--horizon", "3", "--samples", "3",
                "--out", str(tmp_path / "s.json")]
